@@ -1,0 +1,1 @@
+"""circuitlab: the runtime of a hands-on activation-patching course."""
