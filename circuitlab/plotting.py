@@ -1,0 +1,63 @@
+"""One heatmap helper for every patching result in the course."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+
+def position_labels(tokens: Sequence[str]) -> list[str]:
+    """x-axis labels like "5:  Hart" -- the position first, because tokens repeat."""
+    return [f"{i}: {tok}" for i, tok in enumerate(tokens)]
+
+
+def residual_labels(n_layers: int) -> list[str]:
+    """Row labels of a residual-stream sweep: resid_pre of block 0, then each resid_post."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+
+
+def head_labels(n_layers: int, n_heads: int) -> list[str]:
+    """Row labels "layer.head" for a [layer * n_heads + head, ...] result."""
+    return [f"{layer}.{head}" for layer in range(n_layers) for head in range(n_heads)]
+
+
+def patching_heatmap(
+    values,
+    *,
+    x_labels: Sequence[str],
+    y_labels: Sequence[str],
+    title: str,
+    x_title: str = "position: token",
+    y_title: str = "",
+    colorbar_label: str = "logit difference",
+) -> Figure:
+    """Draw a patching result as a heatmap.
+
+    The colormap diverges around zero (blue: the clean answer wins, red: the
+    corrupt answer wins), so white always means "no preference".
+    """
+    data = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"patching_heatmap needs a 2-d array, got shape {data.shape}")
+    if data.shape != (len(y_labels), len(x_labels)):
+        raise ValueError(
+            f"values have shape {data.shape} but there are {len(y_labels)} row labels "
+            f"and {len(x_labels)} column labels"
+        )
+    limit = float(np.nanmax(np.abs(data))) or 1.0
+    height = 1.2 + 0.32 * len(y_labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(x_labels), min(max(height, 3.0), 14.0)))
+    image = ax.imshow(data, cmap="RdBu", norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit), aspect="auto")
+    ax.set_xticks(range(len(x_labels)), labels=list(x_labels), rotation=60, ha="right")
+    ax.set_yticks(range(len(y_labels)), labels=list(y_labels))
+    ax.set_xlabel(x_title)
+    ax.set_ylabel(y_title)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    fig.tight_layout()
+    plt.close(fig)  # the caller shows or saves it; no stray figures pile up
+    return fig

@@ -1,0 +1,88 @@
+"""The tutorial's prompts: one clean prompt and its three corruptions.
+
+Each corruption changes exactly one single-token name, so clean and corrupt
+prompts line up token for token and can be patched position by position.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PatchingCase:
+    """A clean prompt, a corrupted twin, and the answers whose logit difference we track."""
+
+    label: str
+    clean_prompt: str
+    corrupt_prompt: str
+    clean_answer: str
+    corrupt_answer: str
+
+    def as_args(self) -> dict[str, str]:
+        return {
+            "clean_prompt": self.clean_prompt,
+            "corrupt_prompt": self.corrupt_prompt,
+            "clean_answer": self.clean_answer,
+            "corrupt_answer": self.corrupt_answer,
+        }
+
+
+TEMPLATE = "Her name was {first} {last}. Tomorrow at lunch time {again}"
+CLEAN_PROMPT = TEMPLATE.format(first="Alex", last="Hart", again="Alex")
+CLEAN_ANSWER = " Hart"
+
+CORRUPTIONS: dict[str, PatchingCase] = {
+    "surname": PatchingCase(
+        "other surname (Alex Carroll ... Alex)",
+        CLEAN_PROMPT,
+        TEMPLATE.format(first="Alex", last="Carroll", again="Alex"),
+        " Hart",
+        " Carroll",
+    ),
+    "first_name": PatchingCase(
+        "other first first-name (Sarah Hart ... Alex)",
+        CLEAN_PROMPT,
+        TEMPLATE.format(first="Sarah", last="Hart", again="Alex"),
+        " Hart",
+        " Carroll",
+    ),
+    "second_name": PatchingCase(
+        "other second first-name (Alex Hart ... Sarah)",
+        CLEAN_PROMPT,
+        TEMPLATE.format(first="Alex", last="Hart", again="Sarah"),
+        " Hart",
+        " Carroll",
+    ),
+}
+
+# Single GPT-2 tokens with a leading space; used to draw fresh grading cases.
+FIRST_NAMES = ["Alex", "Sarah", "John", "Mary", "David", "Emma", "James", "Anna", "Tom", "Kate"]
+SURNAMES = ["Hart", "Carroll", "Smith", "Brown", "Miller", "Wilson", "Taylor", "Moore", "Clark", "Hall"]
+TEMPLATES = [
+    TEMPLATE,
+    "Yesterday I met {first} {last} at the station. Later that evening {again}",
+    "The report was written by {first} {last}, and the next day {again}",
+]
+
+
+def random_case(rng: random.Random) -> PatchingCase:
+    """A fresh prompt pair: a random template, names and corruption kind."""
+    template = rng.choice(TEMPLATES)
+    first, other_first = rng.sample(FIRST_NAMES, 2)
+    last, other_last = rng.sample(SURNAMES, 2)
+    kind = rng.choice(sorted(CORRUPTIONS))
+    clean = template.format(first=first, last=last, again=first)
+    corrupt_names = {
+        "surname": dict(first=first, last=other_last, again=first),
+        "first_name": dict(first=other_first, last=last, again=first),
+        "second_name": dict(first=first, last=last, again=other_first),
+    }[kind]
+    return PatchingCase(
+        f"random {kind} case",
+        clean,
+        template.format(**corrupt_names),
+        f" {last}",
+        f" {other_last}",
+    )

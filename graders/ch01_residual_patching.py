@@ -1,0 +1,192 @@
+"""Checks for chapter 1: patching the residual stream."""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import torch
+
+from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case
+from graders.compare import close_tensor
+from graders.engine import Case, Exercise, Mistake
+from graders.models import GradingModel
+from solutions import ch01_residual_patching as ref
+
+CHAPTER = "01_residual_patching"
+
+
+def patching_cases(gm: GradingModel, rng: random.Random, n_random: int = 1) -> list[PatchingCase]:
+    """The tutorial's surname corruption plus seeded fresh prompt pairs that tokenize
+    to equal lengths on this model."""
+    cases = [CORRUPTIONS["surname"]]
+    while len(cases) < 1 + n_random:
+        case = random_case(rng)
+        if gm.model.to_tokens(case.clean_prompt).shape == gm.model.to_tokens(case.corrupt_prompt).shape:
+            cases.append(case)
+    return cases
+
+
+def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    model = gm.model
+    out = []
+    for pair in patching_cases(gm, rng, n_random=2):
+        with torch.no_grad():
+            _, clean_cache = model.run_with_cache(pair.clean_prompt)
+            _, corrupt_cache = model.run_with_cache(pair.corrupt_prompt)
+        n_pos = clean_cache["blocks.0.hook_resid_pre"].shape[1]
+        layer = rng.randrange(model.cfg.n_layers)
+        name = rng.choice([f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"])
+        pos = rng.randint(1, n_pos - 2)
+        hook = model.hook_dict[name]
+        out.append(
+            Case(
+                f"{pair.label}, {name}, pos {pos}",
+                lambda n=name, p=pos, h=hook, cc=clean_cache, kc=corrupt_cache: {
+                    "activations": cc[n].clone(),
+                    "hook": h,
+                    "pos": p,
+                    "corrupt_cache": kc,
+                },
+            )
+        )
+    return out
+
+
+def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    return [
+        Case(pair.label, lambda pair=pair: {"model": gm.model, **pair.as_args()})
+        for pair in patching_cases(gm, rng)
+    ]
+
+
+def _patched_all(activations, hook, pos, corrupt_cache):
+    activations[:] = corrupt_cache[hook.name]
+    return activations
+
+
+def _patched_next(activations, hook, pos, corrupt_cache):
+    activations[:, pos + 1] = corrupt_cache[hook.name][:, pos + 1]
+    return activations
+
+
+def _patched_previous(activations, hook, pos, corrupt_cache):
+    activations[:, pos - 1] = corrupt_cache[hook.name][:, pos - 1]
+    return activations
+
+
+def _fixed_hook(activations, hook, pos, corrupt_cache):
+    activations[:, pos] = corrupt_cache["blocks.0.hook_resid_pre"][:, pos]
+    return activations
+
+
+def _reversed(activations, hook, pos, corrupt_cache):
+    return activations  # the learner copied clean into corrupt, leaving the run untouched
+
+
+def sweep_variant(
+    model,
+    clean_prompt: str,
+    corrupt_prompt: str,
+    clean_answer: str,
+    corrupt_answer: str,
+    *,
+    swap_runs: bool = False,
+    answer_pos: int = -1,
+    resid_pre_rows: bool = False,
+    whole_stream: bool = False,
+) -> torch.Tensor:
+    """The residual sweep with one knob turned: each known mistake is one setting."""
+    source, target = (clean_prompt, corrupt_prompt) if swap_runs else (corrupt_prompt, clean_prompt)
+    tokens = model.to_tokens(target)
+    n_pos = tokens.shape[1]
+    names = ["blocks.0.hook_resid_pre"] + [
+        f"blocks.{i}.hook_resid_{'pre' if resid_pre_rows else 'post'}" for i in range(model.cfg.n_layers)
+    ]
+    good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
+    _, cache = model.run_with_cache(source)
+    out = torch.zeros(len(names), n_pos)
+    for row, name in enumerate(names):
+        for pos in range(n_pos):
+
+            def hook(a, hook, pos=pos):
+                if whole_stream:
+                    a[:] = cache[hook.name]
+                else:
+                    a[:, pos] = cache[hook.name][:, pos]
+                return a
+
+            logits = model.run_with_hooks(tokens, fwd_hooks=[(name, hook)])[0, answer_pos]
+            out[row, pos] = logits[good] - logits[bad]
+    return out
+
+
+def _variant(**knobs) -> Callable:
+    return lambda **args: sweep_variant(**args, **knobs)
+
+
+EXERCISES = [
+    Exercise(
+        name="patch_residual_stream",
+        chapter=CHAPTER,
+        section="'One patch by hand'",
+        reference=ref.patch_residual_stream,
+        cases=_patch_cases,
+        compare=close_tensor(atol=1e-5, rtol=0),
+        mistakes=(
+            Mistake("patched every position", "Overwrite only activations[:, pos, :].", _patched_all),
+            Mistake("patched position pos + 1", "Index the position axis (axis 1) with pos itself.", _patched_next),
+            Mistake("patched position pos - 1", "Index the position axis (axis 1) with pos itself.", _patched_previous),
+            Mistake(
+                "read the corrupt cache at a fixed hook point",
+                "Read corrupt_cache[hook.name]: the same hook point the activations come from.",
+                _fixed_hook,
+            ),
+            Mistake(
+                "left the activations unchanged (the patch went the wrong way or nowhere)",
+                "Write the corrupt value into `activations` and return them.",
+                _reversed,
+            ),
+        ),
+    ),
+    Exercise(
+        name="residual_patching_sweep",
+        chapter=CHAPTER,
+        section="'The layer × position sweep'",
+        reference=ref.residual_patching_sweep,
+        cases=_sweep_cases,
+        compare=close_tensor(atol=1e-3, rtol=1e-3),
+        mistakes=(
+            Mistake(
+                "subtracted the wrong way round",
+                "Each entry is logit(clean_answer) − logit(corrupt_answer).",
+                lambda **args: -ref.residual_patching_sweep(**args),
+            ),
+            Mistake(
+                "patched the clean run into the corrupt run",
+                "Cache the corrupt prompt and run the clean prompt with its activations patched in.",
+                _variant(swap_runs=True),
+            ),
+            Mistake(
+                "read the logits at the second-to-last position",
+                "The answer is predicted at the final position: logits[0, -1].",
+                _variant(answer_pos=-2),
+            ),
+            Mistake(
+                "used hook_resid_pre for every row",
+                "Row 0 is blocks.0.hook_resid_pre; row i + 1 is blocks.i.hook_resid_post.",
+                _variant(resid_pre_rows=True),
+            ),
+            Mistake(
+                "patched the whole residual stream instead of one position",
+                "Overwrite only activations[:, pos, :].",
+                _variant(whole_stream=True),
+            ),
+            Mistake(
+                "returned the result as [position, layer]",
+                "Rows are layers (n_layers + 1 of them), columns are positions.",
+                lambda **args: ref.residual_patching_sweep(**args).T,
+            ),
+        ),
+    ),
+]

@@ -1,0 +1,33 @@
+"""The models every check runs on: gelu-2l and gpt2-small, pretrained where the weights
+are cached locally, otherwise their seeded random-weight twins."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from circuitlab.loading import load_model, weights_cached
+
+GRADING_MODELS = ("gelu-2l", "gpt2-small")
+
+
+@dataclass(frozen=True)
+class GradingModel:
+    key: str  # "gelu-2l" or "gpt2-small"
+    model: object  # a TransformerBridge
+    pretrained: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.key} ({'pretrained' if self.pretrained else 'random weights'})"
+
+
+@functools.lru_cache(maxsize=None)
+def grading_model(key: str) -> GradingModel:
+    pretrained = weights_cached(key)
+    model = load_model(key, weights="pretrained" if pretrained else "random")
+    return GradingModel(key, model, pretrained)
+
+
+def grading_models() -> list[GradingModel]:
+    return [grading_model(key) for key in GRADING_MODELS]

@@ -1,0 +1,126 @@
+"""Chapter notebooks: read them, fill exercises with the references, execute them,
+and collect what their check cells reported."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+from graders import RESULTS_ENV
+
+CHECK_CALL = re.compile(r"^\s*(?:assert\s+)?check\((\w+)", re.MULTILINE)
+REPO = Path(__file__).resolve().parent.parent
+CHAPTERS = REPO / "chapters"
+
+
+def chapter_paths() -> list[Path]:
+    """The chapters' source files (py:percent), in course order."""
+    return sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    return jupytext.read(path)
+
+
+def solutions_module(chapter: Path):
+    """`chapters/01_residual_patching.*` -> the module `solutions.ch01_residual_patching`."""
+    return importlib.import_module(f"solutions.ch{chapter.stem}")
+
+
+def exercise_names(nb: nbformat.NotebookNode) -> list[str]:
+    """Exercises a notebook checks, in order, from its `check(name)` calls."""
+    names: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            names += [n for n in CHECK_CALL.findall(cell.source) if n not in names]
+    return names
+
+
+def defined_function(source: str) -> Optional[str]:
+    """The name of the first function a cell defines, if any."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    return next((node.name for node in tree.body if isinstance(node, ast.FunctionDef)), None)
+
+
+def fill_with_solutions(nb: nbformat.NotebookNode, chapter: Path) -> nbformat.NotebookNode:
+    """A copy of `nb` whose exercise cells hold the reference implementations."""
+    module = solutions_module(chapter)
+    filled = nbformat.from_dict(json.loads(json.dumps(nb)))
+    for cell in filled.cells:
+        if "exercise" in cell.metadata.get("tags", []):
+            name = defined_function(cell.source)
+            cell.source = inspect.getsource(getattr(module, name)).rstrip()
+    return filled
+
+
+@dataclass
+class ExecutedNotebook:
+    notebook: nbformat.NotebookNode
+    results: dict[str, dict]  # exercise -> {"passed", "score", "feedback"} from its check cell
+    expected: list[str]  # exercises the notebook checks
+    errors: list[str]  # tracebacks of cells that failed
+
+
+def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_errors: bool = True) -> ExecutedNotebook:
+    """Run `nb` in a fresh kernel and gather the results its check cells recorded."""
+    expected = exercise_names(nb)
+    with tempfile.TemporaryDirectory() as tmp:
+        record = Path(tmp) / "results.jsonl"
+        previous = os.environ.get(RESULTS_ENV)
+        os.environ[RESULTS_ENV] = str(record)  # the kernel inherits it
+        try:
+            client = NotebookClient(
+                nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                resources={"metadata": {"path": str(workdir)}},
+            )
+            client.execute()
+        finally:
+            if previous is None:
+                os.environ.pop(RESULTS_ENV, None)
+            else:
+                os.environ[RESULTS_ENV] = previous
+        results = {}
+        if record.exists():
+            for line in record.read_text().splitlines():
+                entry = json.loads(line)
+                results[entry.pop("exercise")] = entry
+    errors = [
+        "\n".join(out.get("traceback", [])[-3:])
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
+    return ExecutedNotebook(nb, results, expected, errors)
+
+
+def scorecard(title: str, run: ExecutedNotebook) -> tuple[str, bool]:
+    """A plain-text scorecard and whether every exercise passed."""
+    lines = [title]
+    all_passed = bool(run.expected)
+    for name in run.expected:
+        entry = run.results.get(name)
+        if entry is None:
+            all_passed = False
+            lines.append(f"  FAIL  {name:32s} never checked (an earlier cell failed)")
+            continue
+        all_passed &= entry["passed"]
+        mark = "PASS" if entry["passed"] else "FAIL"
+        summary = entry["feedback"].splitlines()[0] if entry["feedback"] else ""
+        lines.append(f"  {mark}  {name:32s} score {entry['score']:.2f}  {summary}")
+    return "\n".join(lines), all_passed

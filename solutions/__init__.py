@@ -1,0 +1,1 @@
+"""Reference implementations of every exercise, one module per chapter."""
