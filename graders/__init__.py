@@ -36,8 +36,8 @@ def grade(exercise: str, fn: Callable, model=None) -> Result:
 
 
 def _custom_model(model) -> GradingModel:
-    name = getattr(model, "course_name", None) or getattr(model.cfg, "model_name", "your model")
-    return GradingModel(str(name), model, pretrained="random" not in str(name))
+    name = str(getattr(model, "course_name", None) or getattr(model.cfg, "model_name", "your model"))
+    return GradingModel(name, model, name)
 
 
 def check(fn: Callable, model=None) -> Result:

@@ -96,7 +96,8 @@ def sweep_variant(
     resid_pre_rows: bool = False,
     whole_stream: bool = False,
 ) -> torch.Tensor:
-    """The residual sweep with one knob turned: each known mistake is one setting."""
+    """The residual sweep with one knob turned: each known mistake is one setting.
+    Batched like the reference (copy p of the prompt is patched at position p)."""
     source, target = (clean_prompt, corrupt_prompt) if swap_runs else (corrupt_prompt, clean_prompt)
     tokens = model.to_tokens(target)
     n_pos = tokens.shape[1]
@@ -105,19 +106,20 @@ def sweep_variant(
     ]
     good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
     _, cache = model.run_with_cache(source)
-    out = torch.zeros(len(names), n_pos)
+    diagonal = torch.arange(n_pos, device=tokens.device)
+    out = torch.zeros(len(names), n_pos, device=tokens.device)
     for row, name in enumerate(names):
-        for pos in range(n_pos):
 
-            def hook(a, hook, pos=pos):
-                if whole_stream:
-                    a[:] = cache[hook.name]
-                else:
-                    a[:, pos] = cache[hook.name][:, pos]
-                return a
+        def hook(activations, hook, name=name):
+            if whole_stream:
+                activations[:] = cache[name]
+            else:
+                activations[diagonal, diagonal] = cache[name][0, diagonal]
+            return activations
 
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(name, hook)])[0, answer_pos]
-            out[row, pos] = logits[good] - logits[bad]
+        batch = tokens if whole_stream else tokens.expand(n_pos, n_pos)
+        logits = model.run_with_hooks(batch, fwd_hooks=[(name, hook)])[:, answer_pos]
+        out[row] = logits[:, good] - logits[:, bad]
     return out
 
 

@@ -117,17 +117,6 @@ def _describe_exception(err: BaseException, fn: Callable) -> str:
     return f"your function raised {message}\n  at line {where.lineno} in {where.name}: {line}"
 
 
-def _first_match(mistakes: tuple[Mistake, ...], failures: list[tuple[Case, Any]], compare: Compare) -> Optional[Mistake]:
-    """The first known mistake whose output equals the learner's on every failed case."""
-    for mistake in mistakes:
-        try:
-            if all(compare(got, call_learner(mistake.fn, case.make_args())) is None for case, got in failures):
-                return mistake
-        except (LearnerError, NotImplementedYet):
-            continue
-    return None
-
-
 class Grader:
     """Grades exercises on a set of models, caching cases and reference answers so a
     learner's repeated checks only pay for the learner's own function."""
@@ -136,6 +125,7 @@ class Grader:
         self._models = models
         self._cases: dict[tuple[str, str], list[Case]] = {}
         self._expected: dict[tuple[str, str, str], Any] = {}
+        self._mistaken: dict[tuple[str, int, str, str], Any] = {}
 
     @property
     def models(self) -> list[GradingModel]:
@@ -157,9 +147,32 @@ class Grader:
                 self._expected[key] = exercise.reference(**case.make_args())
         return self._expected[key]
 
+    def mistaken(self, exercise: Exercise, index: int, gm: GradingModel, case: Case) -> Any:
+        """What known mistake `index` answers on `case` (cached; None if it crashes)."""
+        key = (exercise.name, index, gm.key, case.label)
+        if key not in self._mistaken:
+            try:
+                self._mistaken[key] = call_learner(exercise.mistakes[index].fn, case.make_args())
+            except (LearnerError, NotImplementedYet):
+                self._mistaken[key] = None
+            finally:
+                gm.model.reset_hooks()
+        return self._mistaken[key]
+
+    def first_match(self, exercise: Exercise, failures: list[tuple[GradingModel, Case, Any]]) -> Optional[Mistake]:
+        """The first known mistake whose answers equal the learner's on every failed case."""
+        for index, mistake in enumerate(exercise.mistakes):
+            if all(
+                (wrong := self.mistaken(exercise, index, gm, case)) is not None
+                and exercise.compare(got, wrong) is None
+                for gm, case, got in failures
+            ):
+                return mistake
+        return None
+
     def grade(self, exercise: Exercise, fn: Callable) -> Result:
         results: list[CaseResult] = []
-        failures: list[tuple[Case, Any]] = []
+        failures: list[tuple[GradingModel, Case, Any]] = []
         for gm in self.models:
             for case in self.cases(exercise, gm):
                 expected = self.expected(exercise, gm, case)
@@ -181,8 +194,8 @@ class Grader:
                 problem = exercise.compare(got, expected)
                 results.append(CaseResult(gm.label, case.label, problem is None, problem or ""))
                 if problem is not None:
-                    failures.append((case, got))
-        mistake = _first_match(exercise.mistakes, failures, exercise.compare) if failures else None
+                    failures.append((gm, case, got))
+        mistake = self.first_match(exercise, failures) if failures else None
         return _summarise(exercise, results, mistake, [gm.label for gm in self.models])
 
 

@@ -15,18 +15,14 @@ GRADING_MODELS = ("gelu-2l", "gpt2-small")
 class GradingModel:
     key: str  # "gelu-2l" or "gpt2-small"
     model: object  # a TransformerBridge
-    pretrained: bool
-
-    @property
-    def label(self) -> str:
-        return f"{self.key} ({'pretrained' if self.pretrained else 'random weights'})"
+    label: str  # how feedback names it, e.g. "gelu-2l (random weights)"
 
 
 @functools.lru_cache(maxsize=None)
 def grading_model(key: str) -> GradingModel:
     pretrained = weights_cached(key)
     model = load_model(key, weights="pretrained" if pretrained else "random")
-    return GradingModel(key, model, pretrained)
+    return GradingModel(key, model, f"{key} ({'pretrained' if pretrained else 'random weights'})")
 
 
 def grading_models() -> list[GradingModel]:

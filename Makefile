@@ -1,0 +1,33 @@
+# One entry point for the course. Every target creates or reuses .venv in the repo root.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.circuitlab-installed
+PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+
+.PHONY: setup course test check clean
+
+setup: $(STAMP)
+
+# torch goes first and pinned: 2.13.0 is a CPU build on this machine's disk, while an
+# unpinned torch (pulled in by transformer-lens) would download a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	touch $(STAMP)
+
+## make course: run every chapter with the reference solutions on the offline default model, grade, scorecard
+course: $(STAMP)
+	$(PY) -m graders render --out build
+
+## make test: the test suite
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## make check NB=chapters/00_setup.ipynb: grade one notebook
+check: $(STAMP)
+	$(PY) -m graders check $(NB)
+
+clean:
+	rm -rf build .pytest_cache

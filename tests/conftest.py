@@ -1,0 +1,26 @@
+"""Shared fixtures. No test reaches the network: the hub is off for the whole session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_grad_enabled(False)
+
+
+@pytest.fixture(scope="session")
+def gelu_twin():
+    from graders.models import grading_model
+
+    return grading_model("gelu-2l").model
+
+
+@pytest.fixture(scope="session")
+def gpt2_twin():
+    from graders.models import grading_model
+
+    return grading_model("gpt2-small").model

@@ -1,0 +1,66 @@
+"""Every exercise: the reference passes its check on both model shapes, the chapter's
+stub is reported as not implemented, and every known mistake is rejected and named."""
+
+from __future__ import annotations
+
+import pytest
+
+import graders
+from graders.notebooks import chapter_paths, defined_function, read_notebook
+from graders.registry import EXERCISES
+
+NAMES = sorted(EXERCISES)
+
+
+def chapter_stubs() -> dict[str, object]:
+    """The stub functions exactly as a learner first sees them in the chapters."""
+    stubs = {}
+    for chapter in chapter_paths():
+        namespace: dict = {}
+        exec("import torch\nfrom torch import Tensor\nfrom transformer_lens.hook_points import HookPoint", namespace)
+        for cell in read_notebook(chapter).cells:
+            if "exercise" in cell.metadata.get("tags", []):
+                exec(cell.source, namespace)
+                name = defined_function(cell.source)
+                stubs[name] = namespace[name]
+    return stubs
+
+
+def test_every_exercise_has_a_stub_and_a_check():
+    assert sorted(chapter_stubs()) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name):
+    result = graders.grade(name, EXERCISES[name].reference)
+    assert result.passed, result.feedback
+    assert result.score == 1.0
+    assert "gelu-2l" in result.feedback and "gpt2-small" in result.feedback
+    models = {case.model for case in result.cases}
+    assert len(models) == 2 and len(result.cases) >= 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stub_is_not_implemented(name):
+    result = graders.grade(name, chapter_stubs()[name])
+    assert not result.passed and result.score == 0.0
+    assert result.feedback.startswith("not implemented yet")
+    assert "Traceback" not in result.feedback
+
+
+MISTAKES = [(name, i) for name in NAMES for i in range(len(EXERCISES[name].mistakes))]
+
+
+@pytest.mark.parametrize("name,index", MISTAKES, ids=[f"{n}-{i}" for n, i in MISTAKES])
+def test_known_mistake_is_rejected_and_named(name, index):
+    mistake = EXERCISES[name].mistakes[index]
+    result = graders.grade(name, mistake.fn)
+    assert not result.passed and result.score < 1.0
+    assert f"It looks like you {mistake.description}." in result.feedback
+
+
+def test_each_chapter_names_at_least_five_mistakes():
+    per_chapter: dict[str, int] = {}
+    for ex in EXERCISES.values():
+        per_chapter[ex.chapter] = per_chapter.get(ex.chapter, 0) + len(ex.mistakes)
+    assert per_chapter and min(per_chapter.values()) >= 5, per_chapter

@@ -1,0 +1,31 @@
+"""The heatmap helper draws what a learner needs to read a patching result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuitlab.plotting import head_labels, patching_heatmap, position_labels, residual_labels
+
+
+def test_heatmap_has_labels_colorbar_centred_at_zero_and_title():
+    values = torch.tensor([[1.0, -3.0, 0.5], [2.0, 0.0, -1.0]])
+    fig = patching_heatmap(values, x_labels=position_labels(["<bos>", "Her", " name"]),
+                           y_labels=residual_labels(1), title="Residual patching: other surname")
+    ax, cbar_ax = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0: <bos>", "1: Her", "2:  name"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
+    assert ax.get_title() == "Residual patching: other surname"
+    image = ax.images[0]
+    assert image.get_cmap().name == "RdBu"
+    assert image.norm.vcenter == 0.0 and image.norm.vmin == -3.0 and image.norm.vmax == 3.0
+    assert cbar_ax.get_ylabel() == "logit difference"
+
+
+def test_head_labels_are_layer_dot_head():
+    assert head_labels(2, 3) == ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2"]
+
+
+def test_mismatched_labels_are_a_clear_error():
+    with pytest.raises(ValueError, match="2 row labels and 2 column labels"):
+        patching_heatmap(torch.zeros(3, 2), x_labels=["a", "b"], y_labels=["r0", "r1"], title="t")
