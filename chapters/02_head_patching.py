@@ -114,10 +114,9 @@ def logit_diff_with(fwd_hooks) -> float:
 
 
 hook_16 = partial(patch_head_output, head=6, corrupt_cache=corrupt_cache)
-print(f"clean run:            {logit_diff_with([]):6.2f}")
-print(f"head 1.6 patched:     {logit_diff_with([('blocks.1.attn.hook_z', hook_16)]):6.2f}")
-print(f"1.6 patched at pos 11: "
-      f"{logit_diff_with([('blocks.1.attn.hook_z', partial(hook_16, pos=11))]):6.2f}")
+print(f"clean run:              {logit_diff_with([]):7.3f}")
+print(f"head 1.6 patched:       {logit_diff_with([('blocks.1.attn.hook_z', hook_16)]):7.3f}")
+print(f"1.6 patched at pos 11:  {logit_diff_with([('blocks.1.attn.hook_z', partial(hook_16, pos=11))]):7.3f}")
 
 # %% [markdown]
 # ## The head sweep
