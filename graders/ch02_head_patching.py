@@ -92,24 +92,24 @@ def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
     return out
 
 
-def _positions(activations, pos):
+def _positions(pos):
     return slice(None) if pos is None else pos
 
 
 def _all_heads(activations, hook, head, corrupt_cache, pos=None):
-    at = _positions(activations, pos)
+    at = _positions(pos)
     activations[:, at] = corrupt_cache[hook.name][:, at]
     return activations
 
 
 def _next_head(activations, hook, head, corrupt_cache, pos=None):
-    at, wrong = _positions(activations, pos), (head + 1) % activations.shape[2]
+    at, wrong = _positions(pos), (head + 1) % activations.shape[2]
     activations[:, at, wrong] = corrupt_cache[hook.name][:, at, wrong]
     return activations
 
 
 def _swapped_axes(activations, hook, head, corrupt_cache, pos=None):
-    at = _positions(activations, pos)
+    at = _positions(pos)
     activations[:, head, at] = corrupt_cache[hook.name][:, head, at]
     return activations
 
