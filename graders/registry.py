@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from graders import ch00_setup, ch01_residual_patching
+from graders import ch00_setup, ch01_residual_patching, ch02_head_patching, ch03_attention_patterns
 from graders.engine import Exercise
 
-CHAPTER_MODULES = (ch00_setup, ch01_residual_patching)
+CHAPTER_MODULES = (ch00_setup, ch01_residual_patching, ch02_head_patching, ch03_attention_patterns)
 
 EXERCISES: dict[str, Exercise] = {ex.name: ex for module in CHAPTER_MODULES for ex in module.EXERCISES}
 

@@ -1,0 +1,247 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 2 — Which heads move the names? Attention-head patching
+#
+# Chapter 1 found *where* the names travel: in gelu-2l the first name reaches the
+# surname's position in layer 0, and the surname reaches the final position in
+# layer 1. Moving information between positions is what attention heads do, and each
+# layer has several of them. This chapter patches one head at a time to find out
+# which ones carry the information.
+#
+# ## What a head writes, and which hook we patch
+#
+# Inside an attention layer, for every head and position, TransformerLens exposes
+# (all `[batch, position, head, d_head]`):
+#
+# - `blocks.L.attn.hook_q`, `hook_k`, `hook_v`: the query, key and value vectors;
+# - `blocks.L.attn.hook_z`: the head's mix of value vectors, weighted by its
+#   attention pattern (chapter 3 computes it by hand).
+#
+# A head's contribution to the residual stream is its `z` multiplied by its own slice
+# of the output matrix, `z[..., h, :] @ W_O[L, h]` (`[d_model]` per position). The sum
+# over heads, plus the bias `b_O`, is `blocks.L.hook_attn_out`. TransformerLens can also
+# record each head's contribution separately, as `blocks.L.attn.hook_result`
+# (`[batch, position, head, d_model]`), if you set `model.cfg.use_attn_result = True`.
+#
+# **This course patches `hook_z`.** Real gelu-2l is loaded as a *native* TransformerLens
+# bridge, which has no per-head `hook_result` (asking for it raises
+# `NotImplementedError`); `hook_z` exists on every model. Nothing is lost: the head's
+# result is `z @ W_O[h]`, a fixed linear map of its `z`, so replacing head h's `z`
+# with the corrupt run's `z` replaces head h's result with the corrupt run's result,
+# and every later computation sees exactly the same numbers. The cell below shows it
+# on models whose bridge supports `hook_result` and says so on those that do not.
+
+# %%
+from functools import partial
+from typing import Optional
+
+import torch
+from torch import Tensor
+from transformer_lens.hook_points import HookPoint
+
+from circuitlab import course_model, head_labels, patching_heatmap, position_labels
+from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
+from graders import check
+
+torch.set_grad_enabled(False)
+model = course_model()
+n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+print(f"{n_layers} layers x {n_heads} heads, d_head = {model.cfg.d_head}")
+
+# %%
+_, cache = model.run_with_cache(CLEAN_PROMPT)
+print("hook_z:", tuple(cache["blocks.0.attn.hook_z"].shape), " W_O:", tuple(model.W_O.shape))
+try:
+    model.cfg.use_attn_result = True
+except NotImplementedError as err:
+    print(f"This bridge has no per-head hook_result ({err!s:.80}).")
+    print("That is why the course patches hook_z: patching z patches z @ W_O[h], the head's result.")
+else:
+    _, cache_with_result = model.run_with_cache(CLEAN_PROMPT)
+    model.cfg.use_attn_result = False  # extra activations cost memory; switch them off again
+    result = cache_with_result["blocks.0.attn.hook_result"]
+    from_z = torch.einsum("bphd,hdm->bphm", cache_with_result["blocks.0.attn.hook_z"], model.W_O[0])
+    print("hook_result:", tuple(result.shape))
+    print(f"largest |hook_result - z @ W_O| in layer 0: {(result - from_z).abs().max().item():.2e}")
+
+# %% [markdown]
+# ## Patching one head
+#
+# ### Exercise: `patch_head_output`
+#
+# Write a hook for a per-head activation: `activations` is `[batch, position, head, ...]`
+# (`hook_z`, or `hook_result` where it exists). Overwrite head `head` with the corrupt
+# run's value at the same hook point, `corrupt_cache[hook.name]`: at position `pos`
+# only, or at every position when `pos` is `None`. Leave every other head alone and
+# return the activations.
+
+# %% tags=["exercise"]
+def patch_head_output(
+    activations: Tensor, hook: HookPoint, head: int, corrupt_cache, pos: Optional[int] = None
+) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(patch_head_output);
+
+# %% [markdown]
+# Try it on one head. In the tutorial's pretrained gelu-2l, head 1.6 (layer 1, head 6;
+# heads are named `layer.head`) copies the surname. Patch its `z` from the run where
+# the surname is " Carroll":
+
+# %%
+surname = CORRUPTIONS["surname"]
+_, corrupt_cache = model.run_with_cache(surname.corrupt_prompt)
+hart, carroll = model.to_single_token(" Hart"), model.to_single_token(" Carroll")
+
+
+def logit_diff_with(fwd_hooks) -> float:
+    final = model.run_with_hooks(CLEAN_PROMPT, fwd_hooks=fwd_hooks)[0, -1]
+    return (final[hart] - final[carroll]).item()
+
+
+hook_16 = partial(patch_head_output, head=6, corrupt_cache=corrupt_cache)
+print(f"clean run:              {logit_diff_with([]):7.3f}")
+print(f"head 1.6 patched:       {logit_diff_with([('blocks.1.attn.hook_z', hook_16)]):7.3f}")
+print(f"1.6 patched at pos 11:  {logit_diff_with([('blocks.1.attn.hook_z', partial(hook_16, pos=11))]):7.3f}")
+
+# %% [markdown]
+# ## The head sweep
+#
+# ### Exercise: `head_patching_sweep`
+#
+# Return `[n_layers, n_heads]`: entry `[layer, head]` is the logit difference
+# `logit(clean_answer) − logit(corrupt_answer)` at the final position of the clean run
+# when that head's `hook_z` is taken from the corrupt run at every position. Patch
+# `f"blocks.{layer}.attn.hook_z"`, one head per run.
+#
+# A double loop over layers and heads works. (The reference puts all heads of a layer
+# into one batch: copy h of the clean prompt is patched at head h only. It returns a new
+# tensor from the hook with `torch.where(mask, corrupt, activations)`.)
+
+# %% tags=["exercise"]
+def head_patching_sweep(
+    model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str
+) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(head_patching_sweep);
+
+# %% [markdown]
+# ## Reading the plots: the logit-diff difference
+#
+# A raw logit difference mixes two things: how sure the clean run is, and how much the
+# patch changed. Subtracting the clean run's logit difference leaves only the change:
+# white is "this head does not matter here", red is "patching it pushes towards the
+# corrupt answer (or away from the clean one)", blue the opposite. The tutorial calls
+# this the *logit difference difference*.
+
+# %%
+def clean_logit_diff(case) -> float:
+    final = model(case.clean_prompt)[0, -1]
+    return (final[model.to_single_token(case.clean_answer)] - final[model.to_single_token(case.corrupt_answer)]).item()
+
+
+def show_heads(key: str):
+    case = CORRUPTIONS[key]
+    change = head_patching_sweep(model, **case.as_args()) - clean_logit_diff(case)
+    return patching_heatmap(
+        change,
+        x_labels=[str(h) for h in range(n_heads)],
+        y_labels=[f"layer {layer}" for layer in range(n_layers)],
+        title=f"Head patching (hook_z, all positions): {case.label}\npatched minus clean logit diff",
+        x_title="head",
+        colorbar_label="change in logit difference",
+    )
+
+
+show_heads("surname")
+
+# %%
+show_heads("first_name")
+
+# %% [markdown]
+# ## Heads by position
+#
+# A head that matters may matter at one position only. Patching each head at each
+# position separately gives a `[layer.head, position]` picture: which head, writing
+# into which lane, carries the information.
+#
+# ### Exercise: `head_by_position_sweep`
+#
+# Return `[n_layers * n_heads, n_pos]`: row `layer * n_heads + head`, column `pos`, the
+# logit difference when only that head at only that position is taken from the corrupt
+# run. Your `patch_head_output` with `pos=` does each patch. With `n_pos` positions this
+# is `n_layers * n_heads * n_pos` runs: 192 for gelu-2l, 1,728 for gpt2-small on the
+# clean prompt. Batching them (copy `head * n_pos + pos` patched at `(pos, head)`) makes
+# gelu-2l take seconds; gpt2-small still takes a minute or two on a CPU.
+
+# %% tags=["exercise"]
+def head_by_position_sweep(
+    model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str
+) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(head_by_position_sweep);
+
+# %%
+def show_heads_by_position(key: str):
+    case = CORRUPTIONS[key]
+    change = head_by_position_sweep(model, **case.as_args()) - clean_logit_diff(case)
+    return patching_heatmap(
+        change,
+        x_labels=position_labels(model.to_str_tokens(case.clean_prompt)),
+        y_labels=head_labels(n_layers, n_heads),
+        title=f"Head x position patching (hook_z): {case.label}\npatched minus clean logit diff",
+        y_title="layer.head",
+        colorbar_label="change in logit difference",
+    )
+
+
+show_heads_by_position("surname")
+
+# %%
+show_heads_by_position("first_name")
+
+# %%
+show_heads_by_position("second_name")
+
+# %% [markdown]
+# ## What to look for
+#
+# Read each plot with the residual-stream plots of chapter 1 beside it: every head
+# that matters must sit in a lane and a layer where chapter 1 saw the information.
+#
+# - **The head that moves the surname** writes into the final position (the last
+#   column) in the last layer, and patching it from the " Carroll" run turns the
+#   prediction red: it copies whatever surname it finds.
+# - **A head that moves the first name to the surname** is in layer 0 and matters at
+#   the surname's position (" Hart", position 5), and only when the *first* first name
+#   changes (second plot), not when the second one does (third plot).
+# - **A head that notices the repeated first name** is in layer 0 at the final
+#   position, and matters when either first name changes.
+#
+# On the tutorial's pretrained gelu-2l these are head 1.6 (strongest; 1.1 helps) for
+# the surname, 0.2 at position 5 for the first name, and 0.1 at the final position for
+# the repeat. Do your plots agree? If the notebook says it runs on random weights, the
+# plots show noise with the same axes; the story needs the trained model.
+#
+# Chapter 3 looks inside these heads: where they attend, and why that is enough to
+# copy a surname.

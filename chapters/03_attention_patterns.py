@@ -1,0 +1,281 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 3 — What do the heads look at? Attention patterns
+#
+# Chapter 2 named the heads that carry the names. Patching says *that* a head matters,
+# not *how*. An attention head's "how" is mostly its attention pattern: for each
+# position (the *query*, or destination), how much it reads from each earlier position
+# (the *key*, or source). This chapter rebuilds a head's pattern and output from the
+# cached q, k and v, draws the patterns, and turns three common head behaviours into
+# numbers.
+#
+# Shapes to keep at hand: `hook_q`, `hook_k`, `hook_v` and `hook_z` are
+# `[batch, position, head, d_head]`; `hook_attn_scores` and `hook_pattern` are
+# `[batch, head, query, key]`, so a row is one query position. Information moves *from*
+# the key *to* the query, which is why some people call the key "src" and the query
+# "dst". If you ever read a score of about -100000 or -inf, you have put a later key
+# after an earlier query: that cell is masked.
+
+# %%
+import math
+
+import torch
+from IPython.display import display
+from torch import Tensor
+
+from circuitlab import course_model, head_labels, position_labels
+from circuitlab.attention_view import attention_heads
+from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
+from graders import check
+from solutions.ch02_head_patching import head_patching_sweep  # chapter 2's sweep, for the interlude
+
+torch.set_grad_enabled(False)
+model = course_model()
+n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+_, cache = model.run_with_cache(CLEAN_PROMPT)
+str_tokens = model.to_str_tokens(CLEAN_PROMPT)
+print(" | ".join(position_labels(str_tokens)))
+
+# %% [markdown]
+# ## From q and k to a score
+#
+# Head h scores key position k for query position q with the dot product of the
+# query's q vector and the key's k vector, divided by √d_head so that the scores do not
+# grow with the head's width.
+#
+# ### Exercise: `attention_score`
+#
+# Return, as a Python float, the score of head `head` in layer `layer` from query
+# position `q_pos` to key position `k_pos`, for batch item 0, computed from
+# `cache[f"blocks.{layer}.attn.hook_q"]` and `hook_k`.
+
+# %% tags=["exercise"]
+def attention_score(cache, layer: int, head: int, q_pos: int, k_pos: int) -> float:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(attention_score);
+
+# %% [markdown]
+# The tutorial's example: how much does " Hart" (position 5) want to read " Alex"
+# (position 4) in head 0.1? The cache stores the same number.
+
+# %%
+print(attention_score(cache, 0, 1, 5, 4), cache["blocks.0.attn.hook_attn_scores"][0, 1, 5, 4].item())
+
+# %% [markdown]
+# ## From scores to a pattern
+#
+# A query may only read itself and earlier positions (the *causal mask*): scores of
+# later keys become -inf. A softmax over the keys then turns the query's row of scores
+# into weights that are positive and sum to 1: the attention pattern.
+#
+# ### Exercise: `attention_pattern_row`
+#
+# Return the `[n_pos]` pattern row of query `q_pos`: its scores against every key
+# (scaled by √d_head), with keys after `q_pos` set to `-inf`, softmaxed over the keys.
+
+# %% tags=["exercise"]
+def attention_pattern_row(cache, layer: int, head: int, q_pos: int) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(attention_pattern_row);
+
+# %%
+row = attention_pattern_row(cache, 0, 1, 5)
+print(row)
+print("matches hook_pattern:", torch.allclose(row, cache["blocks.0.attn.hook_pattern"][0, 1, 5], atol=1e-6))
+
+# %% [markdown]
+# ## From a pattern to z
+#
+# What the head reads at a position is the weighted sum of every position's value
+# vector, weighted by that position's pattern row. That is `hook_z`, the activation
+# chapter 2 patched.
+#
+# ### Exercise: `head_z`
+#
+# Return the `[d_head]` vector `z` of head `head` at position `pos`, from
+# `hook_pattern` and `hook_v`.
+
+# %% tags=["exercise"]
+def head_z(cache, layer: int, head: int, pos: int) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(head_z);
+
+# %% [markdown]
+# ## Looking at patterns
+#
+# circuitsvis draws every head of a layer: hover over a head for its full pattern,
+# and over a token to see where it attends. Its usual HTML loads the drawing code
+# from a CDN, which fails offline; `circuitlab.attention_view.attention_heads` puts
+# circuitsvis's own bundled code into the notebook once, so these views work with
+# no network.
+
+# %%
+for layer in range(n_layers):
+    print(f"layer {layer}")
+    display(attention_heads(cache[f"blocks.{layer}.attn.hook_pattern"][0], str_tokens,
+                            head_names=[f"{layer}.{h}" for h in range(n_heads)]))
+
+# %% [markdown]
+# On the tutorial's pretrained gelu-2l, head 0.2 attends from each token to the one
+# before it, head 0.1 attends from the second " Alex" to the first, and head 1.6
+# attends from the final " Alex" to " Hart". Check what your views show.
+#
+# ## Scores that name a head
+#
+# Eyeballing patterns does not scale to 144 heads. Three numbers summarise the
+# behaviours this task needs. Each takes one prompt's pattern, `[head, dst, src]`,
+# and returns one score per head:
+#
+# - **previous-token score**: the mean attention from each position to the one right
+#   before it (over positions 1 to n_pos − 1);
+# - **duplicate-token score**: the attention from a position to earlier copies of its
+#   own token (summed over the copies), averaged over the positions that have an
+#   earlier copy;
+# - **induction score**: the attention from a position to the tokens right *after*
+#   earlier copies of its own token, averaged over the positions that have one.
+#
+# `tokens` is the prompt's `[n_pos]` token ids. Return zeros when no position has a
+# target.
+#
+# ### Exercises: `previous_token_score`, `duplicate_token_score`, `induction_score`
+
+# %% tags=["exercise"]
+def previous_token_score(pattern: Tensor) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(previous_token_score);
+
+# %% tags=["exercise"]
+def duplicate_token_score(pattern: Tensor, tokens: Tensor) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(duplicate_token_score);
+
+# %% tags=["exercise"]
+def induction_score(pattern: Tensor, tokens: Tensor) -> Tensor:
+    raise NotImplementedError
+
+
+# %% tags=["check"]
+check(induction_score);
+
+# %% [markdown]
+# ## Interlude: think like a transformer
+#
+# Before reading the scores, solve the task yourself with the model's tools. At the
+# final " Alex" the model must output " Hart". One layer cannot do it: the final
+# position holds only "Alex", and nothing in " Hart"'s lane says it belongs to Alex
+# yet. Each step that depends on an earlier step's result needs its own layer, so
+# two layers are the minimum:
+#
+# 1. **Layer 0, at " Hart"**: a *previous-token head* copies "the token before me is
+#    Alex" into the surname's lane. Information only flows rightwards, so it has to be
+#    written there, at the later position.
+# 2. **Layer 1, at the final " Alex"**: an *induction head* looks for a lane that says
+#    "the token before me was Alex" (its query is the current token, its key the
+#    previous-token information) and copies that lane's token, " Hart".
+#
+# A second route: a *duplicate-token head* in layer 0 at the final position notices
+# that " Alex" appeared at position 4 and writes "I am like position 4"; a layer-1
+# head then looks for "the position after 4" and copies " Hart".
+#
+# Chapter 2's plots predict which heads these are. The previous-token head writes at
+# position 5 and matters only when the first first-name changes. The duplicate-token
+# head writes at the final position and matters when either first name changes. The
+# copying head breaks (white) when the first names disagree and pushes " Carroll"
+# (red) when the surname is patched.
+#
+# Now measure. On a sequence of random tokens repeated twice, every token of the
+# second half has an earlier copy, and the token after that copy is known, so all
+# three scores are well defined. The table ties each head's scores to its patching
+# effects from chapter 2 (patched minus clean logit difference, all positions).
+
+# %%
+generator = torch.Generator().manual_seed(0)
+random_half = torch.randint(1000, 20000, (20,), generator=generator)
+repeated = torch.cat([model.to_tokens("")[0, :1].cpu(), random_half, random_half]).unsqueeze(0).to(model.cfg.device)
+_, repeated_cache = model.run_with_cache(repeated)
+
+THRESHOLD = 0.4  # a head takes a role when that score is above this; the highest such score wins
+ROLES = ("previous-token", "duplicate-token", "induction")
+
+
+def head_scores(layer: int) -> Tensor:
+    """[n_heads, 3]: previous-token, duplicate-token and induction scores of each head."""
+    pattern, tokens = repeated_cache[f"blocks.{layer}.attn.hook_pattern"][0], repeated[0]
+    return torch.stack([previous_token_score(pattern), duplicate_token_score(pattern, tokens),
+                        induction_score(pattern, tokens)], dim=-1)
+
+
+def role(scores: Tensor) -> str:
+    best = int(scores.argmax())
+    return ROLES[best] if scores[best] > THRESHOLD else "other"
+
+
+def clean_logit_diff(case) -> float:
+    final = model(case.clean_prompt)[0, -1]
+    return (final[model.to_single_token(case.clean_answer)] - final[model.to_single_token(case.corrupt_answer)]).item()
+
+
+scores = torch.cat([head_scores(layer) for layer in range(n_layers)])  # [layer * n_heads + head, 3]
+effects = {key: (head_patching_sweep(model, **case.as_args()) - clean_logit_diff(case)).flatten()
+           for key, case in CORRUPTIONS.items()}
+roles = {label: role(s) for label, s in zip(head_labels(n_layers, n_heads), scores)}
+
+print(f"{'head':>5} {'prev':>6} {'dup':>6} {'induct':>6}   {'role':<16}"
+      + "".join(f"{'patch ' + key:>18}" for key in effects))
+for i, label in enumerate(head_labels(n_layers, n_heads)):
+    prev, dup, ind = scores[i].tolist()
+    print(f"{label:>5} {prev:6.2f} {dup:6.2f} {ind:6.2f}   {roles[label]:<16}"
+          + "".join(f"{effects[key][i].item():18.2f}" for key in effects))
+
+# %% [markdown]
+# The tutorial's pretrained gelu-2l assigns 0.2 previous-token, 0.1 duplicate-token and
+# 1.6 induction. The cell below compares that with this model's computed roles.
+
+# %%
+TUTORIAL_ROLES = {"0.2": "previous-token", "0.1": "duplicate-token", "1.6": "induction"}
+for label, expected in TUTORIAL_ROLES.items():
+    found = roles.get(label, "(no such head)")
+    print(f"head {label}: tutorial says {expected:<16} this model: {found:<16} "
+          f"{'agrees' if found == expected else 'differs'}")
+for name in ROLES:
+    print(f"{name:>16} heads here: {[label for label, r in roles.items() if r == name] or 'none'}")
+
+# %% [markdown]
+# On the trained model the heads with roles should also be the heads with large
+# patching effects, in the columns the interlude predicted: the previous-token head
+# under "first_name", the duplicate-token head under "first_name" and "second_name",
+# the induction head under all three (negative under "surname"). On random weights
+# the patterns are close to uniform, no head earns a role, and the comparison says
+# "differs": the code is right, the circuit is absent.
+#
+# **Summary.** The two layers of gelu-2l form an induction circuit: a previous-token
+# head in layer 0 marks " Hart" as "after Alex", and an induction head in layer 1
+# finds that mark from the final " Alex" and copies " Hart". A duplicate-token head
+# offers a second route to the same place.

@@ -1,0 +1,299 @@
+"""Checks for chapter 2: patching attention heads."""
+
+from __future__ import annotations
+
+import random
+import weakref
+from typing import Callable
+
+import torch
+from transformer_lens.hook_points import HookPoint
+
+from circuitlab.prompts import CORRUPTIONS, FIRST_NAMES, SURNAMES, PatchingCase
+from graders.compare import close_tensor
+from graders.engine import Case, Exercise, Mistake
+from graders.models import GradingModel
+from solutions import ch02_head_patching as ref
+
+CHAPTER = "02_head_patching"
+SHORT_TEMPLATE = "{first} {last} {again}"  # 4 positions with BOS: keeps gpt2-small sweeps to seconds
+
+
+def short_case(model, rng: random.Random) -> PatchingCase:
+    """A seeded four-token prompt pair (first name, surname, first name again) whose
+    clean and corrupt prompts tokenize to the same length on `model`."""
+    while True:
+        first, other_first = rng.sample(FIRST_NAMES, 2)
+        last, other_last = rng.sample(SURNAMES, 2)
+        kind = rng.choice(sorted(CORRUPTIONS))
+        corrupt = {
+            "surname": dict(first=first, last=other_last, again=first),
+            "first_name": dict(first=other_first, last=last, again=first),
+            "second_name": dict(first=first, last=last, again=other_first),
+        }[kind]
+        case = PatchingCase(
+            f"short {kind} corruption",
+            SHORT_TEMPLATE.format(first=first, last=last, again=first),
+            SHORT_TEMPLATE.format(**corrupt),
+            f" {last}",
+            f" {other_last}",
+        )
+        if model.to_tokens(case.clean_prompt).shape == model.to_tokens(case.corrupt_prompt).shape:
+            return case
+
+
+def sweep_pairs(gm: GradingModel, rng: random.Random) -> list[PatchingCase]:
+    """gelu-2l: the tutorial's surname corruption and two short pairs; gpt2-small (144
+    heads): one short pair, so a head × position sweep stays a few forward passes."""
+    if gm.key == "gpt2-small":
+        return [short_case(gm.model, rng)]
+    return [CORRUPTIONS["surname"], short_case(gm.model, rng), short_case(gm.model, rng)]
+
+
+def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    return [
+        Case(f"{pair.label}: {pair.clean_prompt!r}", lambda pair=pair: {"model": gm.model, **pair.as_args()})
+        for pair in sweep_pairs(gm, rng)
+    ]
+
+
+def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    """hook_z at every position and at one position, and a hook_result-shaped case
+    ([batch, pos, head, d_model], built as z @ W_O) that works on any bridge."""
+    model = gm.model
+    n_heads = model.cfg.n_heads
+    out = []
+    for i, pair in enumerate([CORRUPTIONS["surname"], short_case(model, rng), CORRUPTIONS["first_name"]]):
+        with torch.no_grad():
+            _, clean = model.run_with_cache(pair.clean_prompt)
+            _, corrupt = model.run_with_cache(pair.corrupt_prompt)
+        layer, head = rng.randrange(model.cfg.n_layers), rng.randrange(n_heads)
+        n_pos = clean["blocks.0.attn.hook_z"].shape[1]
+        # pos < n_heads too, so the "swapped axes" mistake indexes in range and can be named.
+        pos = None if i == 0 else rng.randint(1, min(n_pos, n_heads) - 1)
+        z_name = f"blocks.{layer}.attn.hook_z"
+        if i < 2:
+            hook, name, clean_act, source = model.hook_dict[z_name], z_name, clean[z_name], corrupt
+        else:
+            name = f"blocks.{layer}.attn.hook_result"
+            hook = HookPoint()
+            hook.name = name
+            w_o = model.W_O[layer]
+            clean_act = torch.einsum("bphd,hdm->bphm", clean[z_name], w_o)
+            source = {name: torch.einsum("bphd,hdm->bphm", corrupt[z_name], w_o)}
+        out.append(
+            Case(
+                f"{pair.label}, {name}, head {head}, pos {pos}",
+                lambda h=hook, a=clean_act, s=source, hd=head, p=pos: {
+                    "activations": a.clone(), "hook": h, "head": hd, "corrupt_cache": s, "pos": p,
+                },
+            )
+        )
+    return out
+
+
+def _positions(pos):
+    return slice(None) if pos is None else pos
+
+
+def _all_heads(activations, hook, head, corrupt_cache, pos=None):
+    at = _positions(pos)
+    activations[:, at] = corrupt_cache[hook.name][:, at]
+    return activations
+
+
+def _next_head(activations, hook, head, corrupt_cache, pos=None):
+    at, wrong = _positions(pos), (head + 1) % activations.shape[2]
+    activations[:, at, wrong] = corrupt_cache[hook.name][:, at, wrong]
+    return activations
+
+
+def _swapped_axes(activations, hook, head, corrupt_cache, pos=None):
+    at = _positions(pos)
+    activations[:, head, at] = corrupt_cache[hook.name][:, head, at]
+    return activations
+
+
+def _ignored_pos(activations, hook, head, corrupt_cache, pos=None):
+    activations[:, :, head] = corrupt_cache[hook.name][:, :, head]
+    return activations
+
+
+def _unchanged(activations, hook, head, corrupt_cache, pos=None):
+    return activations
+
+
+# --- sweeps -------------------------------------------------------------------------
+
+_SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def shared(fn: Callable) -> Callable:
+    """`fn`, computed once per (model, prompts, answers) and shared: the reference answer
+    and the known mistakes derived from it (transposed, reordered, ...) reuse one sweep."""
+
+    def run(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+        memo = _SHARED.setdefault(model, {})
+        key = (fn.__qualname__, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+        if key not in memo:
+            memo[key] = fn(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+        return memo[key].clone()
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+head_sweep = shared(ref.head_patching_sweep)
+head_pos_sweep = shared(ref.head_by_position_sweep)
+
+
+def sweep_variant(
+    model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str,
+    *, copies: str, swap_runs: bool = False,
+) -> torch.Tensor:
+    """A head sweep with one knob turned, batched like the reference: returns
+    [n_layers, n_copies], copy c patched where mask[c] says.
+
+    copies: "head" (copy h: head h, every position), "head_final" (copy h: head h,
+    final position only), "layer" (one copy: every head, every position), "position"
+    (copy p: every head at position p).
+    """
+    source, target = (clean_prompt, corrupt_prompt) if swap_runs else (corrupt_prompt, clean_prompt)
+    tokens = model.to_tokens(target)
+    n_heads, n_pos, device = model.cfg.n_heads, tokens.shape[1], tokens.device
+    eye_heads = torch.eye(n_heads, dtype=torch.bool, device=device)
+    if copies == "head":
+        mask = eye_heads[:, None, :, None].expand(n_heads, n_pos, n_heads, 1)
+    elif copies == "head_final":
+        mask = eye_heads[:, None, :, None] & (torch.arange(n_pos, device=device) == n_pos - 1)[None, :, None, None]
+    elif copies == "layer":
+        mask = torch.ones(1, n_pos, n_heads, 1, dtype=torch.bool, device=device)
+    elif copies == "position":
+        mask = torch.eye(n_pos, dtype=torch.bool, device=device)[:, :, None, None].expand(n_pos, n_pos, n_heads, 1)
+    else:
+        raise ValueError(copies)
+    good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
+    _, cache = model.run_with_cache(source)
+    out = torch.zeros(model.cfg.n_layers, mask.shape[0], device=device)
+    for layer in range(model.cfg.n_layers):
+        name = f"blocks.{layer}.attn.hook_z"
+        hook = lambda activations, hook, name=name: torch.where(mask, cache[name], activations)  # noqa: E731
+        logits = model.run_with_hooks(tokens.expand(mask.shape[0], -1), fwd_hooks=[(name, hook)])[:, -1]
+        out[layer] = logits[:, good] - logits[:, bad]
+    return out
+
+
+def _variant(**knobs) -> Callable:
+    return lambda **args: sweep_variant(**args, **knobs)
+
+
+def _minus_clean(**args) -> torch.Tensor:
+    model = args["model"]
+    final = model(args["clean_prompt"])[0, -1]
+    baseline = final[model.to_single_token(args["clean_answer"])] - final[model.to_single_token(args["corrupt_answer"])]
+    return head_sweep(**args) - baseline
+
+
+def _by_position(fn: Callable[[torch.Tensor, int, int, int], torch.Tensor]) -> Callable:
+    """A by-position mistake computed from the shared reference reshaped to [layer, head, pos]."""
+
+    def wrong(**args):
+        model = args["model"]
+        full = head_pos_sweep(**args)
+        n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+        return fn(full.reshape(n_layers, n_heads, -1), n_layers, n_heads, full.shape[1])
+
+    return wrong
+
+
+def _spread_over_positions(**args) -> torch.Tensor:
+    per_head = sweep_variant(**args, copies="head")  # [layer, head]
+    n_pos = args["model"].to_tokens(args["clean_prompt"]).shape[1]
+    return per_head[:, :, None].expand(-1, -1, n_pos).reshape(-1, n_pos)
+
+
+def _spread_over_heads(**args) -> torch.Tensor:
+    per_pos = sweep_variant(**args, copies="position")  # [layer, pos]
+    n_heads = args["model"].cfg.n_heads
+    return per_pos[:, None, :].expand(-1, n_heads, -1).reshape(-1, per_pos.shape[1])
+
+
+EXERCISES = [
+    Exercise(
+        name="patch_head_output",
+        chapter=CHAPTER,
+        section="'Patching one head'",
+        reference=ref.patch_head_output,
+        cases=_patch_cases,
+        compare=close_tensor(atol=1e-5, rtol=0),
+        mistakes=(
+            Mistake("patched every head", "Index the head axis (axis 2) with `head`: activations[:, pos, head].",
+                    _all_heads),
+            Mistake("patched head + 1 instead of head", "Heads count from 0: use `head` itself on axis 2.",
+                    _next_head),
+            Mistake(
+                "swapped the position and head axes",
+                "hook_z and hook_result are [batch, position, head, ...]: position is axis 1, head is axis 2.",
+                _swapped_axes,
+            ),
+            Mistake("patched every position even though `pos` was given",
+                    "Patch only activations[:, pos, head] when pos is not None.", _ignored_pos),
+            Mistake("left the activations unchanged",
+                    "Write corrupt_cache[hook.name]'s values into `activations` and return them.", _unchanged),
+        ),
+    ),
+    Exercise(
+        name="head_patching_sweep",
+        chapter=CHAPTER,
+        section="'The head sweep'",
+        reference=head_sweep,
+        cases=_sweep_cases,
+        compare=close_tensor(atol=1e-3, rtol=1e-3),
+        mistakes=(
+            Mistake("subtracted the wrong way round", "Each entry is logit(clean_answer) − logit(corrupt_answer).",
+                    lambda **args: -head_sweep(**args)),
+            Mistake("returned the result as [head, layer]", "Rows are layers, columns are heads: [n_layers, n_heads].",
+                    lambda **args: head_sweep(**args).T),
+            Mistake("patched the clean run into the corrupt run",
+                    "Cache the corrupt prompt and run the clean prompt with one head patched from it.",
+                    _variant(copies="head", swap_runs=True)),
+            Mistake("patched the head at the final position only",
+                    "In this sweep a head is patched at every position (pos=None).", _variant(copies="head_final")),
+            Mistake("patched every head of the layer at once",
+                    "Patch one head per run: activations[:, :, head].",
+                    lambda **args: _variant(copies="layer")(**args).expand(-1, args["model"].cfg.n_heads)),
+            Mistake("subtracted the clean run's logit difference",
+                    "Return the patched logit difference itself; the plot subtracts the baseline separately.",
+                    _minus_clean),
+        ),
+    ),
+    Exercise(
+        name="head_by_position_sweep",
+        chapter=CHAPTER,
+        section="'Heads by position'",
+        reference=head_pos_sweep,
+        cases=_sweep_cases,
+        compare=close_tensor(atol=1e-3, rtol=1e-3),
+        mistakes=(
+            Mistake("ordered the rows head * n_layers + layer",
+                    "Row layer * n_heads + head: all heads of layer 0 first, then layer 1, ...",
+                    _by_position(lambda r, L, H, P: r.transpose(0, 1).reshape(L * H, P))),
+            Mistake("returned the result as [position, layer·head]",
+                    "Rows are layer·head (n_layers * n_heads of them), columns are positions.",
+                    _by_position(lambda r, L, H, P: r.reshape(L * H, P).T)),
+            Mistake("returned [n_layers, n_heads, n_pos] without flattening layer and head",
+                    "Reshape to [n_layers * n_heads, n_pos] (row = layer * n_heads + head).",
+                    _by_position(lambda r, L, H, P: r)),
+            Mistake("patched head + 1 instead of head",
+                    "Heads count from 0: use `head` itself on axis 2 of hook_z.",
+                    _by_position(lambda r, L, H, P: r.roll(-1, dims=1).reshape(L * H, P))),
+            Mistake("patched the head at every position instead of one",
+                    "Pass pos to the hook: overwrite activations[:, pos, head] only.", _spread_over_positions),
+            Mistake("patched every head at that position",
+                    "Overwrite only one head: activations[:, pos, head].", _spread_over_heads),
+            Mistake("subtracted the wrong way round", "Each entry is logit(clean_answer) − logit(corrupt_answer).",
+                    lambda **args: -head_pos_sweep(**args)),
+        ),
+    ),
+]

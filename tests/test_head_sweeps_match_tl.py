@@ -1,0 +1,52 @@
+"""Chapter 2's head × position sweep agrees with transformer_lens.patching."""
+
+from __future__ import annotations
+
+import torch
+from transformer_lens import patching
+
+from circuitlab.prompts import CORRUPTIONS
+from solutions.ch02_head_patching import head_by_position_sweep, head_patching_sweep
+
+
+def test_head_by_position_sweep_equals_get_act_patch_attn_head_out_by_pos(gelu_twin):
+    model = gelu_twin
+    case = CORRUPTIONS["first_name"]
+    good, bad = model.to_single_token(case.clean_answer), model.to_single_token(case.corrupt_answer)
+    clean_tokens = model.to_tokens(case.clean_prompt)
+    _, corrupt_cache = model.run_with_cache(case.corrupt_prompt)
+
+    def metric(logits):
+        return logits[0, -1, good] - logits[0, -1, bad]
+
+    # TL's "corrupted tokens + clean cache" signature used the other way round: the corrupt
+    # cache's hook_z is patched into runs on the clean tokens, one forward per cell.
+    expected = patching.get_act_patch_attn_head_out_by_pos(model, clean_tokens, corrupt_cache, metric)
+    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, clean_tokens.shape[1]
+    assert expected.shape == (n_layers, n_pos, n_heads)
+    expected = expected.permute(0, 2, 1).reshape(n_layers * n_heads, n_pos)
+
+    ours = head_by_position_sweep(model, **case.as_args())
+    assert ours.shape == (n_layers * n_heads, n_pos)
+    torch.testing.assert_close(ours.cpu(), expected.cpu(), atol=1e-4, rtol=1e-4)
+    # Not trivially constant: some cell moves the logit difference.
+    assert (ours - metric(model(clean_tokens))).abs().max() > 1e-3
+
+
+def test_head_sweep_is_the_by_position_sweep_patched_everywhere(gelu_twin):
+    """Patching a head at every position at once: spot-check two heads against a plain hook."""
+    model = gelu_twin
+    case = CORRUPTIONS["surname"]
+    good, bad = model.to_single_token(case.clean_answer), model.to_single_token(case.corrupt_answer)
+    _, corrupt_cache = model.run_with_cache(case.corrupt_prompt)
+    ours = head_patching_sweep(model, **case.as_args())
+    assert ours.shape == (model.cfg.n_layers, model.cfg.n_heads)
+    for layer, head in [(0, 3), (model.cfg.n_layers - 1, model.cfg.n_heads - 1)]:
+        name = f"blocks.{layer}.attn.hook_z"
+
+        def patch(z, hook):
+            z[:, :, head] = corrupt_cache[name][:, :, head]
+            return z
+
+        final = model.run_with_hooks(case.clean_prompt, fwd_hooks=[(name, patch)])[0, -1]
+        assert abs(ours[layer, head].item() - (final[good] - final[bad]).item()) < 1e-4
