@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.circuitlab-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup course test check clean
+.PHONY: setup course test check browser clean
 
 setup: $(STAMP)
 
@@ -21,9 +21,14 @@ $(STAMP): pyproject.toml
 course: $(STAMP)
 	$(PY) -m graders render --out build
 
-## make test: the test suite
-test: $(STAMP)
+## make test: the test suite (installs Debian's chromium for the browser tests when it can)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "Chromium could not be installed: the browser tests will be skipped."
 
 ## make check NB=chapters/00_setup.ipynb: grade one notebook
 check: $(STAMP)

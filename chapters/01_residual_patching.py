@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from circuitlab import course_model, patching_heatmap, position_labels, residual_labels
+from circuitlab import course_model, position_labels, residual_patching_figure
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
 from graders import check
 
@@ -154,12 +154,7 @@ check(residual_patching_sweep);
 def show_sweep(key: str):
     case = CORRUPTIONS[key]
     result = residual_patching_sweep(model, **case.as_args())
-    return patching_heatmap(
-        result,
-        x_labels=position_labels(model.to_str_tokens(case.clean_prompt)),
-        y_labels=residual_labels(model.cfg.n_layers),
-        title=f"Residual patching: {case.label}\nlogit diff{case.clean_answer} vs{case.corrupt_answer}",
-    )
+    return residual_patching_figure(result, case, model.to_str_tokens(case.clean_prompt))
 
 
 show_sweep("surname")

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from circuitlab import course_model, head_labels, patching_heatmap, position_labels
+from circuitlab import course_model, head_by_position_figure, head_patching_figure
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
 from graders import check
 
@@ -160,14 +160,7 @@ def clean_logit_diff(case) -> float:
 def show_heads(key: str):
     case = CORRUPTIONS[key]
     change = head_patching_sweep(model, **case.as_args()) - clean_logit_diff(case)
-    return patching_heatmap(
-        change,
-        x_labels=[str(h) for h in range(n_heads)],
-        y_labels=[f"layer {layer}" for layer in range(n_layers)],
-        title=f"Head patching (hook_z, all positions): {case.label}\npatched minus clean logit diff",
-        x_title="head",
-        colorbar_label="change in logit difference",
-    )
+    return head_patching_figure(change, case)
 
 
 show_heads("surname")
@@ -205,14 +198,7 @@ check(head_by_position_sweep);
 def show_heads_by_position(key: str):
     case = CORRUPTIONS[key]
     change = head_by_position_sweep(model, **case.as_args()) - clean_logit_diff(case)
-    return patching_heatmap(
-        change,
-        x_labels=position_labels(model.to_str_tokens(case.clean_prompt)),
-        y_labels=head_labels(n_layers, n_heads),
-        title=f"Head x position patching (hook_z): {case.label}\npatched minus clean logit diff",
-        y_title="layer.head",
-        colorbar_label="change in logit difference",
-    )
+    return head_by_position_figure(change, case, model.to_str_tokens(case.clean_prompt), n_heads)
 
 
 show_heads_by_position("surname")

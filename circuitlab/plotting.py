@@ -61,3 +61,43 @@ def patching_heatmap(
     fig.tight_layout()
     plt.close(fig)  # the caller shows or saves it; no stray figures pile up
     return fig
+
+
+# The course's three kinds of patching plot. Each takes the sweep's result, the
+# PatchingCase it came from (its label names the corruption in the title) and the
+# clean prompt's tokens.
+
+
+def residual_patching_figure(result, case, tokens: Sequence[str]) -> Figure:
+    """A residual-stream sweep: [n_layers + 1, n_pos] logit differences."""
+    return patching_heatmap(
+        result,
+        x_labels=position_labels(tokens),
+        y_labels=residual_labels(len(result) - 1),
+        title=f"Residual patching: {case.label}\nlogit diff{case.clean_answer} vs{case.corrupt_answer}",
+    )
+
+
+def head_patching_figure(change, case) -> Figure:
+    """A [n_layers, n_heads] head sweep, as patched minus clean logit difference."""
+    n_layers, n_heads = change.shape
+    return patching_heatmap(
+        change,
+        x_labels=[str(h) for h in range(n_heads)],
+        y_labels=[f"layer {layer}" for layer in range(n_layers)],
+        title=f"Head patching (hook_z, all positions): {case.label}\npatched minus clean logit diff",
+        x_title="head",
+        colorbar_label="change in logit difference",
+    )
+
+
+def head_by_position_figure(change, case, tokens: Sequence[str], n_heads: int) -> Figure:
+    """A [n_layers * n_heads, n_pos] head-by-position sweep, as patched minus clean logit difference."""
+    return patching_heatmap(
+        change,
+        x_labels=position_labels(tokens),
+        y_labels=head_labels(len(change) // n_heads, n_heads),
+        title=f"Head x position patching (hook_z): {case.label}\npatched minus clean logit diff",
+        y_title="layer.head",
+        colorbar_label="change in logit difference",
+    )

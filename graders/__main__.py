@@ -27,6 +27,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     """The main job: run every chapter with the reference solutions, grade, save."""
+    from graders.html import notebook_html
     from graders.notebooks import CHAPTERS, chapter_paths, execute, fill_with_solutions, read_notebook, scorecard
 
     out = Path(args.out)
@@ -39,12 +40,13 @@ def _render(args: argparse.Namespace) -> int:
         run = execute(fill_with_solutions(read_notebook(chapter), chapter), workdir=CHAPTERS,
                       timeout=args.timeout, allow_errors=False)
         nbformat.write(run.notebook, out / f"{chapter.stem}.ipynb")
+        (out / f"{chapter.stem}.html").write_text(notebook_html(run.notebook), encoding="utf-8")
         text, ok = scorecard(f"{chapter.stem}  ({time.perf_counter() - start:.0f} s)", run)
         print(text, flush=True)
         cards.append(text)
         ok_all &= ok
     (out / "scorecard.txt").write_text("\n".join(cards) + "\n")
-    print(f"\n{'All exercises passed' if ok_all else 'SOME EXERCISES FAILED'}; executed notebooks in {out}/")
+    print(f"\n{'All exercises passed' if ok_all else 'SOME EXERCISES FAILED'}; executed notebooks and HTML pages in {out}/")
     return 0 if ok_all else 1
 
 

@@ -24,3 +24,19 @@ def gpt2_twin():
     from graders.models import grading_model
 
     return grading_model("gpt2-small").model
+
+
+@pytest.fixture(scope="session")
+def executed_chapter():
+    """Run a chapter with the references filled in, once per session (several tests read it)."""
+    from graders.notebooks import CHAPTERS, execute, fill_with_solutions, read_notebook
+
+    runs = {}
+
+    def run(chapter):
+        if chapter.stem not in runs:
+            nb = fill_with_solutions(read_notebook(chapter), chapter)
+            runs[chapter.stem] = execute(nb, workdir=CHAPTERS, allow_errors=True)
+        return runs[chapter.stem]
+
+    return run

@@ -7,7 +7,7 @@ import re
 import nbformat
 
 from circuitlab import attention_view
-from graders.notebooks import CHAPTERS, execute, fill_with_solutions, read_notebook
+from graders.notebooks import CHAPTERS
 
 CDN = re.compile(r"unpkg|jsdelivr|<script[^>]*\bsrc\s*=", re.IGNORECASE)
 BUNDLE_MARK = "var CircuitsVis="  # the first statement of circuitsvis's iife.js
@@ -36,19 +36,8 @@ def test_bundle_is_inlined_once_per_kernel(monkeypatch):
     assert not CDN.search(first) and not CDN.search(second)
 
 
-def test_executed_chapter_views_carry_circuitsvis_without_a_cdn():
-    """Chapter 3 up to its attention views (checks dropped: they are graded elsewhere)."""
-    chapter = CHAPTERS / "03_attention_patterns.py"
-    nb = fill_with_solutions(read_notebook(chapter), chapter)
-    cells = []
-    for cell in nb.cells:
-        if "check" in cell.metadata.get("tags", []):
-            continue
-        cells.append(cell)
-        if "attention_heads(" in cell.source and cell.cell_type == "code":
-            break
-    nb.cells = cells
-    run = execute(nb, workdir=CHAPTERS, allow_errors=True)
+def test_executed_chapter_views_carry_circuitsvis_without_a_cdn(executed_chapter):
+    run = executed_chapter(CHAPTERS / "03_attention_patterns.py")
     assert not run.errors, run.errors
     html = [h for h in _html_outputs(run.notebook) if "CircuitsVis.render" in h]
     assert len(html) >= 2, "expected one view per layer"

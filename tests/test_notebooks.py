@@ -10,8 +10,7 @@ import jupytext
 import nbformat
 import pytest
 
-from graders.notebooks import (CHAPTERS, chapter_paths, execute, exercise_names, fill_with_solutions,
-                               read_notebook, scorecard)
+from graders.notebooks import CHAPTERS, chapter_paths, exercise_names, read_notebook, scorecard
 
 CHAPTER_FILES = chapter_paths()
 
@@ -28,10 +27,9 @@ def test_pair_in_sync(chapter):
 
 
 @pytest.mark.parametrize("chapter", CHAPTER_FILES, ids=[p.stem for p in CHAPTER_FILES])
-def test_chapter_runs_with_references(chapter):
-    nb = read_notebook(chapter)
-    assert exercise_names(nb), "a chapter without check cells"
-    run = execute(fill_with_solutions(nb, chapter), workdir=CHAPTERS, allow_errors=True)
+def test_chapter_runs_with_references(chapter, executed_chapter):
+    assert exercise_names(read_notebook(chapter)), "a chapter without check cells"
+    run = executed_chapter(chapter)
     text, ok = scorecard(chapter.stem, run)
     assert not run.errors, run.errors
     assert ok, text

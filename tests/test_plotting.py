@@ -29,3 +29,32 @@ def test_head_labels_are_layer_dot_head():
 def test_mismatched_labels_are_a_clear_error():
     with pytest.raises(ValueError, match="2 row labels and 2 column labels"):
         patching_heatmap(torch.zeros(3, 2), x_labels=["a", "b"], y_labels=["r0", "r1"], title="t")
+
+
+def _assert_readable(fig, case, x_labels, y_labels):
+    ax, cbar_ax = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == x_labels
+    assert [t.get_text() for t in ax.get_yticklabels()] == y_labels
+    assert case.label in ax.get_title()  # the title names the corruption
+    norm = ax.images[0].norm
+    assert norm.vcenter == 0.0 and norm.vmin == -norm.vmax  # white is exactly "no change"
+    assert cbar_ax.get_ylabel()
+
+
+@pytest.mark.parametrize("key", ["surname", "first_name", "second_name"])
+def test_every_course_heatmap_is_labelled(key, gelu_twin):
+    from circuitlab.plotting import head_by_position_figure, head_patching_figure, residual_patching_figure
+    from circuitlab.prompts import CORRUPTIONS
+
+    case = CORRUPTIONS[key]
+    tokens = gelu_twin.to_str_tokens(case.clean_prompt)
+    n_layers, n_heads, n_pos = gelu_twin.cfg.n_layers, gelu_twin.cfg.n_heads, len(tokens)
+    positions = [f"{i}: {t}" for i, t in enumerate(tokens)]
+    assert positions[5] == "5:  Hart" and positions[-1] == "11:  Alex"
+
+    fig = residual_patching_figure(torch.randn(n_layers + 1, n_pos), case, tokens)
+    _assert_readable(fig, case, positions, ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"])
+    fig = head_patching_figure(torch.randn(n_layers, n_heads), case)
+    _assert_readable(fig, case, [str(h) for h in range(n_heads)], ["layer 0", "layer 1"])
+    fig = head_by_position_figure(torch.randn(n_layers * n_heads, n_pos), case, tokens, n_heads)
+    _assert_readable(fig, case, positions, [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads)])
