@@ -276,7 +276,8 @@ class Grader:
                     except LearnerError as err:
                         error = str(err)
                 del args
-                notes += [n for n in [guard.output.note(), *guard.notes] if n and n not in notes]
+                undone = [f"your function {n}" for n in guard.notes]
+                notes += [n for n in [guard.output.note(), *undone] if n and n not in notes]
                 if guard.course_code is not None:
                     return _reads_course_code(exercise, f"runs {guard.course_code}")
                 if guard.timed_out:
@@ -285,8 +286,8 @@ class Grader:
                         f"stopped after {limit:.3g} s (the reference takes {reference_s:.2g} s): look for an endless "
                         "loop, or a loop over something the exercise lets you do in one batched call"
                     )
-                elif error is None and guard.notes:
-                    error = f"your function {guard.notes[0]}"
+                elif error is None and undone:
+                    error = undone[0]
                 elif error is None and (shared := guard.aliases(got)) is not None:
                     error = (f"returned a tensor that shares memory with {shared}; return a new tensor "
                              "(e.g. `.clone()`), so later edits cannot change the original")
@@ -298,7 +299,7 @@ class Grader:
                 results.append(CaseResult(gm.label, case.label, problem is None, _short(problem or ""), cells))
                 if problem is not None:
                     failures.append((gm, case, got))
-                    if difference is None and cells is not None:
+                    if difference is None and cells is not None and _cellwise(got, expected):
                         difference = (case.label, got.detach().float().cpu() - expected.detach().float().cpu())
             if reaches_model:  # edits through `.data` escape the per-call check
                 changed = [f"your function {n}" for n in ModelWatch.of(gm.model).verify()]
@@ -338,13 +339,18 @@ def _cells(compare: Compare, got: Any, expected: Any) -> Optional[tuple[int, int
     if not (isinstance(expected, torch.Tensor) and expected.dim() == 2):
         return None
     total = expected.numel()
-    if not (type(got) is torch.Tensor and got.shape == expected.shape and got.device.type != "meta"
-            and torch.is_floating_point(got)):
+    if not _cellwise(got, expected):
         return (0, total)
     atol, rtol = getattr(compare, "atol", 1e-3), getattr(compare, "rtol", 1e-3)
     got_f = got.detach().to(device=expected.device, dtype=torch.float32)
     match = torch.isclose(got_f, expected.to(torch.float32), atol=atol, rtol=rtol) & torch.isfinite(got_f)
     return (int(match.sum()), total)
+
+
+def _cellwise(got: Any, expected: torch.Tensor) -> bool:
+    """Whether `got` can be compared with `expected` cell by cell."""
+    return (type(got) is torch.Tensor and got.shape == expected.shape and got.device.type != "meta"
+            and torch.is_floating_point(got))
 
 
 def _not_implemented(exercise: Exercise) -> Result:

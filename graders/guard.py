@@ -158,25 +158,28 @@ class Protected:
     """Inputs of one case that persist between calls (same storage in two fresh argument
     sets), with copies to check and restore them against."""
 
-    tensors: list[tuple[str, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # path, live, copy
+    tensors: list[tuple[list[str], torch.Tensor, torch.Tensor]] = field(default_factory=list)  # paths, live, copy
     dicts: list[tuple[str, dict, dict]] = field(default_factory=list)  # path, live, shallow copy
 
     @classmethod
     def of(cls, make_args: Callable[[], dict[str, Any]]) -> "Protected":
         first, second = make_args(), make_args()
         again = {_storage(t) for _, t in walk_tensors(second, "")}
-        plan = cls()
+        plan, seen = cls(), {}
         for name, value in first.items():
             for path, t in walk_tensors(value, name):
-                if _storage(t) in again and _storage(t) != 0:
-                    plan.tensors.append((path, t, t.detach().clone()))
+                if id(t) in seen:  # one tensor under several names (the bridge's hook aliases)
+                    seen[id(t)].append(path)
+                elif _storage(t) in again and _storage(t) != 0:
+                    seen[id(t)] = [path]
+                    plan.tensors.append((seen[id(t)], t, t.detach().clone()))
             holder = value if isinstance(value, dict) else getattr(value, "cache_dict", None)
-            if isinstance(holder, dict) and any(p.startswith(name) for p, _, _ in plan.tensors):
+            if isinstance(holder, dict) and any(p[0].startswith(name) for p, _, _ in plan.tensors):
                 plan.dicts.append((name, holder, dict(holder)))
         return plan
 
     def storages(self) -> dict[int, str]:
-        return {_storage(t): path for path, t, _ in self.tensors}
+        return {_storage(t): paths[0] for paths, t, _ in self.tensors}
 
     def restore(self) -> list[str]:
         notes = []
@@ -185,18 +188,16 @@ class Protected:
                 live.clear()
                 live.update(snapshot)
                 notes.append(f"added, removed or replaced entries of {path} (the grader put them back)")
-        changed: dict[int, list[str]] = {}
-        for path, live, copy in self.tensors:
-            if id(live) in changed:  # the same tensor under another name (bridge aliases)
-                changed[id(live)].append(path)
-            elif live.shape != copy.shape or live.dtype != copy.dtype or not torch.equal(live, copy):
-                with torch.no_grad():
-                    if live.shape != copy.shape or live.dtype != copy.dtype:
-                        live.set_(copy.clone())
-                    else:
-                        live.copy_(copy)
-                changed[id(live)] = [path]
-        for paths in changed.values():
+        for paths, live, copy in self.tensors:
+            if live.shape == copy.shape and live.dtype == copy.dtype and torch.equal(live, copy):
+                continue
+            with torch.no_grad():
+                if live.shape != copy.shape or live.dtype != copy.dtype:
+                    live.set_(copy.clone())
+                else:
+                    live.copy_(copy)
+            # Name the course's (legacy) hook name first, the bridge's hook_in/hook_out alias second.
+            paths = sorted(paths, key=lambda p: (".hook_in'" in p or ".hook_out'" in p, len(p)))
             notes.append(
                 f"changed {' (also named '.join(paths[:2])}{')' if len(paths) > 1 else ''} in place (the grader "
                 "restored it); work on a copy, e.g. `.clone()`, never on a cache you were given"
@@ -229,13 +230,21 @@ class ModelWatch:
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.modules = list(model.named_modules())
-        self.params = [(n, p, p._version, p.data_ptr()) for n, p in _tensors_of(model)]
-        self.sums = self._sums()
+        # Every name of every parameter and buffer, with where it hangs, to spot replacement.
+        self.slots = [(n, model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2]) for n, _ in _tensors_of(model)]
+        self._remember()
         self.training = model.training
 
+    def _remember(self) -> None:
+        self.params = [(n, _slot(m, a), _slot(m, a)._version, _slot(m, a).data_ptr()) for n, m, a in self.slots]
+        self.sums = self._sums()
+
     def _sums(self) -> list[float]:
+        """One float64 sum per distinct tensor (tied weights appear under several names)."""
         with torch.no_grad():
-            return [float(p.detach().sum(dtype=torch.float64)) for _, p, _, _ in self.params]
+            totals = {id(p): p for _, p, _, _ in self.params}
+            totals = {key: float(p.detach().sum(dtype=torch.float64)) for key, p in totals.items()}
+        return [totals[id(p)] for _, p, _, _ in self.params]
 
     def snapshot(self) -> "ModelState":
         hooks = {
@@ -277,23 +286,19 @@ class ModelWatch:
         return []
 
     def _touched(self) -> list[str]:
-        current = dict(_tensors_of(self.model))
         return [
             name
-            for name, p, version, ptr in self.params
-            if current.get(name) is not p or p._version != version or p.data_ptr() != ptr
+            for (name, p, version, ptr), (_, module, attr) in zip(self.params, self.slots)
+            if _slot(module, attr) is not p or p._version != version or p.data_ptr() != ptr
         ]
 
     def _put_back(self, names: list[str]) -> None:
-        current = dict(_tensors_of(self.model))
         originals = self._original_values(names)
-        for name, p, _, _ in self.params:
+        for (name, p, _, _), (_, module, attr) in zip(self.params, self.slots):
             if name not in names:
                 continue
-            if current.get(name) is not p:  # the learner replaced the Parameter object itself
-                owner, _, attr = name.rpartition(".")
-                module = self.model.get_submodule(owner) if owner else self.model
-                if attr in module._parameters:
+            if _slot(module, attr) is not p:  # the learner replaced the Parameter object itself
+                if isinstance(p, torch.nn.Parameter):
                     module._parameters[attr] = p
                 else:
                     module._buffers[attr] = p
@@ -384,6 +389,10 @@ def _bridge_wiring(hook: Any) -> bool:
 
 def _global_hook_keys() -> dict[str, set]:
     return {attr: set(getattr(torch.nn.modules.module, attr, {})) for attr in _GLOBAL_HOOKS}
+
+
+def _slot(module: torch.nn.Module, attr: str) -> Any:
+    return module._parameters[attr] if attr in module._parameters else module._buffers.get(attr)
 
 
 def _tensors_of(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

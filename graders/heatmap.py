@@ -13,6 +13,7 @@ def difference_png(diff: torch.Tensor, title: str) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     values = diff.detach().float().cpu().numpy()
     span = float(abs(values).max()) or 1.0
@@ -24,6 +25,8 @@ def difference_png(diff: torch.Tensor, title: str) -> str:
     ax.set_ylabel("row (e.g. layer)", fontsize=8)
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(image, ax=ax).ax.tick_params(labelsize=7)
     fig.tight_layout()
     out = io.BytesIO()

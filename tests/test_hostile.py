@@ -108,11 +108,11 @@ def test_endless_loop_is_stopped_with_a_time_limit(grader):
         while True:
             pass
 
-    start = time.perf_counter()
     result = run(grader, "logit_diff", logit_diff)
-    assert time.perf_counter() - start < 10  # one time-out, the other cases are skipped
     assert_failed_with(result, "stopped after 1.5 s", "endless loop")
-    assert "not run: an earlier case ran out of time" in str([c.message for c in result.cases])
+    # One time-out, not one per case: the remaining cases are skipped.
+    assert [c.message.startswith("not run: an earlier case ran out of time") for c in result.cases] == [
+        False, True, True, True]
 
 
 def test_slow_code_is_stopped_even_if_it_catches_exceptions(grader):
