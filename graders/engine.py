@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from graders import hints
-from graders.guard import Guard, ModelWatch, Protected, course_references, is_course_code
+from graders.guard import BoundedOutput, Guard, ModelWatch, Protected, course_references, is_course_code
 from graders.models import GradingModel, grading_models
 
 
@@ -255,6 +255,7 @@ class Grader:
         notes: list[str] = []
         difference: Optional[tuple[str, torch.Tensor]] = None
         timed_out = False
+        printed = BoundedOutput()  # everything the learner's calls print, summarised once
         for gm in self.models:
             reaches_model = False
             for case in self.cases(exercise, gm):
@@ -266,7 +267,7 @@ class Grader:
                 args = case.make_args()
                 reaches_model |= any(isinstance(v, torch.nn.Module) and next(v.parameters(), None) is not None
                                      for v in args.values())
-                guard = Guard(gm.model, self.protected(exercise, gm, case), limit, watch_course_code=not trusted)
+                guard = Guard(gm.model, self.protected(exercise, gm, case), limit, not trusted, printed)
                 error = None
                 with guard:
                     try:
@@ -277,7 +278,7 @@ class Grader:
                         error = str(err)
                 del args
                 undone = [f"your function {n}" for n in guard.notes]
-                notes += [n for n in [guard.output.note(), *undone] if n and n not in notes]
+                notes += [n for n in undone if n not in notes]
                 if guard.course_code is not None:
                     return _reads_course_code(exercise, f"runs {guard.course_code}")
                 if guard.timed_out:
@@ -307,6 +308,8 @@ class Grader:
                 for r in results:
                     if changed and r.model == gm.label and r.passed:
                         r.passed, r.message = False, changed[0]
+        if printed.note():
+            notes.append(printed.note())
         mistake = self.first_match(exercise, failures) if failures else None
         result = _summarise(exercise, results, mistake, [gm.label for gm in self.models], notes)
         result.difference = difference

@@ -435,7 +435,7 @@ class BoundedOutput(io.TextIOBase):
         if not self.chars:
             return None
         first = [line[:120] for line in self.head.splitlines()[:3]]
-        count = f"{self.lines} lines" if self.lines > 1 else f"{self.chars} characters"
+        count = f"{self.lines} line{'s' if self.lines != 1 else ''}" if self.lines else f"{self.chars} characters"
         return f"your function printed {count} while being checked (hidden); it began: " + " | ".join(first)
 
 
@@ -499,12 +499,13 @@ class Guard:
         protected: Optional[Protected] = None,
         time_limit_s: Optional[float] = None,
         watch_course_code: bool = False,
+        output: Optional[BoundedOutput] = None,
     ) -> None:
         self.watch = ModelWatch.of(model) if model is not None else None
         self.protected = protected or Protected()
         self.timer = _Timer(time_limit_s)
         self.watch_course_code = watch_course_code
-        self.output = BoundedOutput()
+        self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
         self.notes: list[str] = []
         self.course_code: Optional[str] = None
         self.timed_out = False
