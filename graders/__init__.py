@@ -41,8 +41,19 @@ def _custom_model(model) -> GradingModel:
 
 
 def check(fn: Callable, model=None) -> Result:
-    """Grade `fn` (found by its name), show the result, and return it."""
-    result = grade(fn.__name__, fn, model=model)
+    """Grade `fn` (found by its name), show the result, and return it.
+
+    This is the learner's entry point, so handing it the course's own reference
+    (e.g. imported from `solutions`) scores zero.
+    """
+    from graders.guard import is_course_code
+
+    if is_course_code(fn):
+        result = Result(fn.__name__, False, 0.0,
+                        f"Scored zero: this `{fn.__name__}` is the course's own code (from {fn.__module__}), "
+                        "not yours. Define the function yourself in the exercise cell and check that.")
+    else:
+        result = grade(fn.__name__, fn, model=model)
     _record(result)
     _show(result)
     return result
@@ -59,10 +70,10 @@ def _record(result: Result) -> None:
 def _show(result: Result) -> None:
     try:
         from IPython import get_ipython
-        from IPython.display import Markdown, display
+        from IPython.display import display
     except ImportError:
         get_ipython = None
     if get_ipython is not None and get_ipython() is not None:
-        display(Markdown(result._repr_markdown_()))
+        display(result)  # rich display: HTML, with the difference heatmap for sweeps
     else:
         print(result)

@@ -64,6 +64,10 @@ def _shape_0d(compare):
 EXERCISES = [
     Exercise(
         name="next_token_prediction",
+        hint=(
+            "model(prompt) gives logits of shape [batch, position, vocab]; take the final position of batch "
+            "item 0, its argmax, and decode it with model.to_string."
+        ),
         chapter=CHAPTER,
         section="'Logits and the next word'",
         reference=ref.next_token_prediction,
@@ -94,6 +98,10 @@ EXERCISES = [
     ),
     Exercise(
         name="top_tokens_by_unembed_bias",
+        hint=(
+            "model.b_U has one entry per vocabulary token; .topk(k) gives the largest k in order, and each "
+            "index decodes with model.to_string."
+        ),
         chapter=CHAPTER,
         section="'Parameters'",
         reference=ref.top_tokens_by_unembed_bias,
@@ -124,6 +132,10 @@ EXERCISES = [
     ),
     Exercise(
         name="logit_diff",
+        hint=(
+            "logits[0, -1] is the final position of the first prompt; index it with each token id and "
+            "subtract (correct minus wrong)."
+        ),
         chapter=CHAPTER,
         section="'The logit difference'",
         reference=ref.logit_diff,

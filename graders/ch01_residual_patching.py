@@ -130,6 +130,10 @@ def _variant(**knobs) -> Callable:
 EXERCISES = [
     Exercise(
         name="patch_residual_stream",
+        hint=(
+            "activations is [batch, position, d_model]; corrupt_cache[hook.name] has the same shape. Copy one"
+            " position (axis 1) across, then return activations."
+        ),
         chapter=CHAPTER,
         section="'One patch by hand'",
         reference=ref.patch_residual_stream,
@@ -153,6 +157,11 @@ EXERCISES = [
     ),
     Exercise(
         name="residual_patching_sweep",
+        hint=(
+            "Cache the corrupt run once; for each of the n_layers + 1 hook names and each position, run the "
+            "clean prompt with a hook that copies that one position from the corrupt cache, and store the "
+            "logit difference at the final position."
+        ),
         chapter=CHAPTER,
         section="'The layer × position sweep'",
         reference=ref.residual_patching_sweep,

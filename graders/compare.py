@@ -27,9 +27,13 @@ def close_tensor(atol: float = 1e-3, rtol: float = 1e-3):
             return f"returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
         if not torch.is_floating_point(got):
             return f"returned dtype {got.dtype}, expected a floating-point tensor"
+        if got.device != expected.device:
+            return f"returned a tensor on device {got.device}, expected one on {expected.device} (where the inputs are)"
         got_f = got.detach().to(device=expected.device, dtype=torch.float32)
         if not torch.isfinite(got_f).all():
-            return "returned NaN or infinite values"
+            nan, inf = int(torch.isnan(got_f).sum()), int(torch.isinf(got_f).sum())
+            return (f"returned {nan} NaN and {inf} infinite values (of {got_f.numel()}); look for a division "
+                    "by zero, a log of zero, or an uninitialised tensor (torch.empty)")
         expected_f = expected.to(torch.float32)
         wrong = ~torch.isclose(got_f, expected_f, atol=atol, rtol=rtol)
         if wrong.any():
@@ -42,6 +46,7 @@ def close_tensor(atol: float = 1e-3, rtol: float = 1e-3):
             )
         return None
 
+    compare.atol, compare.rtol = atol, rtol  # the engine counts matching cells of sweeps with these
     return compare
 
 
