@@ -202,15 +202,36 @@ def _check_supported(cfg) -> None:
 # -- the course's sweeps --------------------------------------------------------------
 
 
-def _prepare(model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str):
-    clean_tokens = model.to_tokens(clean_prompt)
-    corrupt_tokens = model.to_tokens(corrupt_prompt)
+def prepare(model, clean, corrupt, clean_answer: str, corrupt_answer: str):
+    """The clean run and the corrupt run's cache for a prompt pair (strings or [1, pos] tokens)."""
+    clean_tokens = model.to_tokens(clean) if isinstance(clean, str) else clean
+    corrupt_tokens = model.to_tokens(corrupt) if isinstance(corrupt, str) else corrupt
     if clean_tokens.shape != corrupt_tokens.shape:
         raise ValueError("clean and corrupt prompts must have the same number of tokens")
     answers = (model.to_single_token(clean_answer), model.to_single_token(corrupt_answer))
-    run = CleanRun(model, clean_tokens, answers)
-    _, corrupt_cache = model.run_with_cache(corrupt_tokens)
+    with torch.no_grad():
+        run = CleanRun(model, clean_tokens, answers)
+        _, corrupt_cache = model.run_with_cache(corrupt_tokens)
     return run, corrupt_cache
+
+
+def residual_names(n_layers: int) -> list[str]:
+    """The residual sweep's rows: the stream entering block 0, then leaving each block."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+
+
+@torch.no_grad()
+def residual_rows(run: CleanRun, corrupt, progress_bar: Optional[bool] = None) -> Tensor:
+    """The residual sweep on a prepared pair; see `residual_patching_sweep`."""
+    n, diagonal = run.n_pos, torch.arange(run.n_pos, device=run.device)
+    names = residual_names(run.n_layers)
+    result = torch.empty(len(names), n, device=run.device)
+    for row in progress.bar(range(len(names)), "residual sweep", show=progress_bar):
+        # Patched run p takes position p from the corrupt run; row r resumes at block r.
+        values = run.resid[row].expand(n, *run.resid[row].shape).clone()
+        values[diagonal, diagonal] = corrupt[names[row]][0, diagonal].to(values.dtype)
+        result[row] = run.patch_resid(row, values)
+    return result
 
 
 def residual_patching_sweep(
@@ -220,56 +241,46 @@ def residual_patching_sweep(
     """[n_layers + 1, n_pos]: row 0 patches `blocks.0.hook_resid_pre`, row i + 1
     `blocks.i.hook_resid_post`, column p position p; each entry is the logit difference
     clean_answer - corrupt_answer at the final position of the patched clean run."""
-    with torch.no_grad():
-        run, corrupt = _prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-        n, diagonal = run.n_pos, torch.arange(run.n_pos, device=run.device)
-        names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(run.n_layers)]
-        result = torch.empty(len(names), n, device=run.device)
-        for row in progress.bar(range(len(names)), "residual sweep", show=progress_bar):
-            # Patched run p takes position p from the corrupt run.
-            values = run.resid[row].expand(n, *run.resid[row].shape).clone()
-            values[diagonal, diagonal] = corrupt[names[row]][0, diagonal].to(values.dtype)
-            result[row] = run.patch_resid(row, values)
-    return result
+    run, corrupt = prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+    return residual_rows(run, corrupt, progress_bar)
 
 
+@torch.no_grad()
 def head_patching_sweep(
     model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str,
     *, progress_bar: Optional[bool] = None,
 ) -> Tensor:
     """[n_layers, n_heads]: the logit difference with head (layer, head)'s output
     `blocks.layer.attn.hook_z` taken from the corrupt run at every position."""
-    with torch.no_grad():
-        run, corrupt = _prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-        n_heads = model.cfg.n_heads
-        heads = torch.arange(n_heads, device=run.device)
-        result = torch.empty(run.n_layers, n_heads, device=run.device)
-        for layer in progress.bar(range(run.n_layers), "head sweep", show=progress_bar):
-            clean_z = run.z[layer]
-            values = clean_z.expand(n_heads, *clean_z.shape).clone()  # [run, pos, head, d_head]
-            values[heads, :, heads] = corrupt[f"blocks.{layer}.attn.hook_z"][0].transpose(0, 1).to(values.dtype)
-            result[layer] = run.patch_z(layer, values)
+    run, corrupt = prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+    n_heads = model.cfg.n_heads
+    heads = torch.arange(n_heads, device=run.device)
+    result = torch.empty(run.n_layers, n_heads, device=run.device)
+    for layer in progress.bar(range(run.n_layers), "head sweep", show=progress_bar):
+        clean_z = run.z[layer]
+        values = clean_z.expand(n_heads, *clean_z.shape).clone()  # [run, pos, head, d_head]
+        values[heads, :, heads] = corrupt[f"blocks.{layer}.attn.hook_z"][0].transpose(0, 1).to(values.dtype)
+        result[layer] = run.patch_z(layer, values)
     return result
 
 
+@torch.no_grad()
 def head_by_position_sweep(
     model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str,
     *, progress_bar: Optional[bool] = None,
 ) -> Tensor:
     """[n_layers * n_heads, n_pos]: row layer * n_heads + head, column p: the logit
     difference with that head's `hook_z` taken from the corrupt run at position p only."""
-    with torch.no_grad():
-        run, corrupt = _prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-        n_heads, n = model.cfg.n_heads, run.n_pos
-        # Patched run (head h, position p) is number h * n + p.
-        head = torch.arange(n_heads, device=run.device).repeat_interleave(n)
-        pos = torch.arange(n, device=run.device).repeat(n_heads)
-        result = torch.empty(run.n_layers, n_heads * n, device=run.device)
-        for layer in progress.bar(range(run.n_layers), "head × position sweep", show=progress_bar):
-            clean_z = run.z[layer]
-            values = clean_z.expand(n_heads * n, *clean_z.shape).clone()
-            values[torch.arange(len(head), device=run.device), pos, head] = (
-                corrupt[f"blocks.{layer}.attn.hook_z"][0][pos, head].to(values.dtype)
-            )
-            result[layer] = run.patch_z(layer, values)
+    run, corrupt = prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+    n_heads, n = model.cfg.n_heads, run.n_pos
+    # Patched run number h * n + p takes head h at position p from the corrupt run.
+    head = torch.arange(n_heads, device=run.device).repeat_interleave(n)
+    pos = torch.arange(n, device=run.device).repeat(n_heads)
+    runs = torch.arange(n_heads * n, device=run.device)
+    result = torch.empty(run.n_layers, n_heads * n, device=run.device)
+    for layer in progress.bar(range(run.n_layers), "head × position sweep", show=progress_bar):
+        clean_z = run.z[layer]
+        values = clean_z.expand(n_heads * n, *clean_z.shape).clone()
+        values[runs, pos, head] = corrupt[f"blocks.{layer}.attn.hook_z"][0][pos, head].to(values.dtype)
+        result[layer] = run.patch_z(layer, values)
     return result.reshape(run.n_layers * n_heads, n)

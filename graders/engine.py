@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from circuitlab import progress
 from graders.models import GradingModel, grading_models
 
 
@@ -171,6 +172,10 @@ class Grader:
         return None
 
     def grade(self, exercise: Exercise, fn: Callable) -> Result:
+        with progress.quiet():  # a check shows its verdict, not the references' progress bars
+            return self._grade(exercise, fn)
+
+    def _grade(self, exercise: Exercise, fn: Callable) -> Result:
         results: list[CaseResult] = []
         failures: list[tuple[GradingModel, Case, Any]] = []
         for gm in self.models:
