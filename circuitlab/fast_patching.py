@@ -47,11 +47,12 @@ class UnsupportedModelError(NotImplementedError):
 
 
 def _ln(x: Tensor, module, eps: float) -> Tensor:
-    # The bridges fold LayerNorm weights into the next layer (w = 1, b = 0), but apply
-    # w and b anyway in case a model was loaded without folding.
+    # Compatibility mode folds LayerNorm weights into the next layer (w = 1, b = 0);
+    # apply w and b anyway, for a model loaded without folding.
     x = x - x.mean(-1, keepdim=True)
     x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    return x * module.w + module.b
+    weight = getattr(module, "w", None)
+    return x if weight is None else x * weight + module.b
 
 
 class CleanRun:

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 
 T = TypeVar("T")
 _QUIET = contextvars.ContextVar("circuitlab_quiet", default=False)
+PROGRESS_ENV = "CIRCUITLAB_PROGRESS"  # "0" turns bars off
 
 
 def _in_notebook() -> bool:
@@ -29,7 +30,7 @@ def enabled(show: Optional[bool] = None) -> bool:
     """Whether a bar should show; `show` overrides the automatic choice."""
     if show is not None:
         return show
-    if _QUIET.get() or os.environ.get("CIRCUITLAB_PROGRESS", "").strip() in {"0", "false", "no", "off"}:
+    if _QUIET.get() or os.environ.get(PROGRESS_ENV, "").strip() in {"0", "false", "no", "off"}:
         return False
     return _in_notebook()
 
