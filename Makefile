@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.circuitlab-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup course test check browser clean
+.PHONY: setup course test check browser bench clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ browser:
 ## make check NB=chapters/00_setup.ipynb: grade one notebook
 check: $(STAMP)
 	$(PY) -m graders check $(NB)
+
+## make bench: time the fast sweeps against transformer_lens.patching, and every check (minutes; not a test)
+bench: $(STAMP)
+	$(PY) benchmarks/patching_speed.py
 
 clean:
 	rm -rf build .pytest_cache

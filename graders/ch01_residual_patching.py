@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-from typing import Callable
 
 import torch
 
+from circuitlab import fast_patching as fast
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case
 from graders.compare import close_tensor
 from graders.engine import Case, Exercise, Mistake
@@ -84,47 +84,34 @@ def _reversed(activations, hook, pos, corrupt_cache):
     return activations  # the learner copied clean into corrupt, leaving the run untouched
 
 
-def sweep_variant(
-    model,
-    clean_prompt: str,
-    corrupt_prompt: str,
-    clean_answer: str,
-    corrupt_answer: str,
-    *,
-    swap_runs: bool = False,
-    answer_pos: int = -1,
-    resid_pre_rows: bool = False,
-    whole_stream: bool = False,
-) -> torch.Tensor:
-    """The residual sweep with one knob turned: each known mistake is one setting.
-    Batched like the reference (copy p of the prompt is patched at position p)."""
-    source, target = (clean_prompt, corrupt_prompt) if swap_runs else (corrupt_prompt, clean_prompt)
-    tokens = model.to_tokens(target)
-    n_pos = tokens.shape[1]
-    names = ["blocks.0.hook_resid_pre"] + [
-        f"blocks.{i}.hook_resid_{'pre' if resid_pre_rows else 'post'}" for i in range(model.cfg.n_layers)
-    ]
-    good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
-    _, cache = model.run_with_cache(source)
-    diagonal = torch.arange(n_pos, device=tokens.device)
-    out = torch.zeros(len(names), n_pos, device=tokens.device)
-    for row, name in enumerate(names):
-
-        def hook(activations, hook, name=name):
-            if whole_stream:
-                activations[:] = cache[name]
-            else:
-                activations[diagonal, diagonal] = cache[name][0, diagonal]
-            return activations
-
-        batch = tokens if whole_stream else tokens.expand(n_pos, n_pos)
-        logits = model.run_with_hooks(batch, fwd_hooks=[(name, hook)])[:, answer_pos]
-        out[row] = logits[:, good] - logits[:, bad]
-    return out
+# The sweep's known mistakes, each computed exactly on the fast path (the reference's
+# numbers too), so a failing check does not pay for slow sweeps.
+def _swapped_runs(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    return fast.residual_patching_sweep(model, corrupt_prompt, clean_prompt, clean_answer, corrupt_answer)
 
 
-def _variant(**knobs) -> Callable:
-    return lambda **args: sweep_variant(**args, **knobs)
+def _second_to_last_logits(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    # Logits at position -2 are those of the prompt without its last token, and a
+    # patch at the last position cannot reach them.
+    clean, corrupt = model.to_tokens(clean_prompt), model.to_tokens(corrupt_prompt)
+    if clean.shape != corrupt.shape:
+        raise ValueError("clean and corrupt prompts must have the same number of tokens")
+    run, corrupt_cache = fast.prepare(model, clean[:, :-1], corrupt[:, :-1], clean_answer, corrupt_answer)
+    rows = fast.residual_rows(run, corrupt_cache)
+    return torch.cat([rows, run.baseline.expand(len(rows), 1)], dim=1)
+
+
+def _resid_pre_rows(model, **args):
+    # Row i + 1 patched blocks.i.hook_resid_pre, which is row i of the right sweep.
+    rows = fast.residual_patching_sweep(model, **args)
+    return rows[[0] + list(range(model.cfg.n_layers))]
+
+
+def _whole_stream(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    run, corrupt = fast.prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+    names = fast.residual_names(model.cfg.n_layers)
+    rows = [run.patch_resid(row, corrupt[name][0][None]) for row, name in enumerate(names)]
+    return torch.cat(rows)[:, None].expand(len(names), run.n_pos).clone()
 
 
 EXERCISES = [
@@ -164,39 +151,41 @@ EXERCISES = [
         ),
         chapter=CHAPTER,
         section="'The layer × position sweep'",
-        reference=ref.residual_patching_sweep,
+        # Graded against the fast engine (same numbers, a fraction of the time); the
+        # readable reference in solutions/ is what learners see and also passes this check.
+        reference=fast.residual_patching_sweep,
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
         mistakes=(
             Mistake(
                 "subtracted the wrong way round",
                 "Each entry is logit(clean_answer) − logit(corrupt_answer).",
-                lambda **args: -ref.residual_patching_sweep(**args),
+                lambda **args: -fast.residual_patching_sweep(**args),
             ),
             Mistake(
                 "patched the clean run into the corrupt run",
                 "Cache the corrupt prompt and run the clean prompt with its activations patched in.",
-                _variant(swap_runs=True),
+                _swapped_runs,
             ),
             Mistake(
                 "read the logits at the second-to-last position",
                 "The answer is predicted at the final position: logits[0, -1].",
-                _variant(answer_pos=-2),
+                _second_to_last_logits,
             ),
             Mistake(
                 "used hook_resid_pre for every row",
                 "Row 0 is blocks.0.hook_resid_pre; row i + 1 is blocks.i.hook_resid_post.",
-                _variant(resid_pre_rows=True),
+                _resid_pre_rows,
             ),
             Mistake(
                 "patched the whole residual stream instead of one position",
                 "Overwrite only activations[:, pos, :].",
-                _variant(whole_stream=True),
+                _whole_stream,
             ),
             Mistake(
                 "returned the result as [position, layer]",
                 "Rows are layers (n_layers + 1 of them), columns are positions.",
-                lambda **args: ref.residual_patching_sweep(**args).T,
+                lambda **args: fast.residual_patching_sweep(**args).T,
             ),
         ),
     ),

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from circuitlab import progress
 from graders import hints
 from graders.guard import BoundedOutput, Guard, ModelWatch, Protected, course_references, is_course_code
 from graders.models import GradingModel, grading_models
@@ -244,6 +245,10 @@ class Grader:
         return None
 
     def grade(self, exercise: Exercise, fn: Callable) -> Result:
+        with progress.quiet():  # a check shows its verdict, not the references' progress bars
+            return self._grade(exercise, fn)
+
+    def _grade(self, exercise: Exercise, fn: Callable) -> Result:
         """Grade `fn`. Course code (a function defined in solutions/ or graders/: the
         references and the known mistakes) is graded as is; anything else that reads the
         course's code scores zero."""

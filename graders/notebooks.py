@@ -4,6 +4,7 @@ and collect what their check cells reported."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import inspect
 import json
@@ -12,12 +13,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import jupytext
 import nbformat
 from nbclient import NotebookClient
 
+from circuitlab.progress import PROGRESS_ENV
 from graders import RESULTS_ENV
 
 CHECK_CALL = re.compile(r"^\s*(?:assert\s+)?check\((\w+)", re.MULTILINE)
@@ -76,24 +78,33 @@ class ExecutedNotebook:
     errors: list[str]  # tracebacks of cells that failed
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_errors: bool = True) -> ExecutedNotebook:
     """Run `nb` in a fresh kernel and gather the results its check cells recorded."""
     expected = exercise_names(nb)
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "results.jsonl"
-        previous = os.environ.get(RESULTS_ENV)
-        os.environ[RESULTS_ENV] = str(record)  # the kernel inherits it
-        try:
+        # The kernel inherits these: where check cells record results, and no progress
+        # bars (their widgets do not survive into a saved notebook).
+        with _environment({RESULTS_ENV: str(record), PROGRESS_ENV: "0"}):
             client = NotebookClient(
                 nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
                 resources={"metadata": {"path": str(workdir)}},
             )
             client.execute()
-        finally:
-            if previous is None:
-                os.environ.pop(RESULTS_ENV, None)
-            else:
-                os.environ[RESULTS_ENV] = previous
         results = {}
         if record.exists():
             for line in record.read_text().splitlines():

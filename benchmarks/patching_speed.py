@@ -1,0 +1,178 @@
+"""Benchmark: the course's fast patching sweeps against transformer_lens.patching, and
+how long the graders' checks take.
+
+    make bench                      # or: python benchmarks/patching_speed.py [--threads N] [--tl-cells N]
+
+For each sweep (residual stream, heads, heads × positions) on gelu-2l- and
+gpt2-small-shaped random-weight models it times our sweep and transformer_lens.patching
+on the same prompt pair in the same run, checks they agree, and converts both times into
+forward passes of that model. TL runs one forward per cell; when a sweep has more cells
+than --tl-cells, TL runs a random sample of that many cells and its time is scaled to
+all cells (marked "~"). Then it times every exercise's check: the first check (which
+computes and caches the reference answers) and repeated checks (which only run the
+learner's function; the readable reference in solutions/ stands in for the learner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (default 1)")
+    parser.add_argument("--tl-cells", type=int, default=400, help="most cells TL runs per sweep before sampling")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each of our sweeps (median)")
+    parser.add_argument("--skip-graders", action="store_true", help="only the sweeps")
+    return parser.parse_args()
+
+
+ARGS = _parse()
+# Before torch is imported, so both sides run on the same number of threads.
+os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(ARGS.threads)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["TQDM_DISABLE"] = "1"  # TL's own progress bars
+sys.path.insert(0, str(REPO))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from transformer_lens import patching  # noqa: E402
+
+from circuitlab import fast_patching as fast  # noqa: E402
+from circuitlab.loading import load_model  # noqa: E402
+from circuitlab.prompts import CORRUPTIONS  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+torch.set_grad_enabled(False)
+
+
+def _seconds(fn, repeats: int = 1) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+SWEEPS = {
+    # name: (our sweep, TL activation, TL patch setter, TL index axes, TL result -> our layout)
+    "residual": (fast.residual_patching_sweep, "resid_pre", patching.layer_pos_patch_setter, ("layer", "pos"),
+                 lambda ours: ours[:-1]),  # our extra row (the final stream) is extra work for us, not TL
+    "head": (fast.head_patching_sweep, "z", patching.layer_head_vector_patch_setter, ("layer", "head"),
+             lambda ours: ours),
+    "head × position": (fast.head_by_position_sweep, "z", patching.layer_pos_head_vector_patch_setter,
+                        ("layer", "pos", "head"), None),
+}
+
+
+def _tl_cells(model, n_pos: int, axes) -> pd.DataFrame:
+    sizes = {"layer": model.cfg.n_layers, "pos": n_pos, "head": model.cfg.n_heads}
+    return pd.MultiIndex.from_product([range(sizes[a]) for a in axes], names=list(axes)).to_frame(index=False)
+
+
+def bench_sweeps(name: str) -> list[dict]:
+    model = load_model(name, weights="random", device="cpu")
+    case = CORRUPTIONS["surname"]  # the tutorial's main corruption
+    tokens = model.to_tokens(case.clean_prompt)
+    good, bad = model.to_single_token(case.clean_answer), model.to_single_token(case.corrupt_answer)
+    _, corrupt_cache = model.run_with_cache(case.corrupt_prompt)
+
+    def metric(logits):
+        return logits[0, -1, good] - logits[0, -1, bad]
+
+    forward, _ = _seconds(lambda: model(tokens), repeats=5)
+    rows = []
+    for sweep, (ours_fn, act, setter, axes, as_tl) in SWEEPS.items():
+        cells = _tl_cells(model, tokens.shape[1], axes)
+        sampled = len(cells) > ARGS.tl_cells
+        if sampled:
+            cells = cells.sample(ARGS.tl_cells, random_state=0).reset_index(drop=True)
+        ours_s, ours = _seconds(lambda: ours_fn(model, **case.as_args()), repeats=ARGS.repeats)
+        tl_s, tl = _seconds(lambda: patching.generic_activation_patch(
+            model, tokens, corrupt_cache, metric, setter, act, index_df=cells))
+        tl_s *= len(_tl_cells(model, tokens.shape[1], axes)) / len(cells)
+        # Compare cell by cell: our sweep indexed at each TL cell.
+        ours_at = _ours_at_cells(sweep, ours, cells, model.cfg.n_heads)
+        rows.append(dict(
+            model=f"{name} shape", sweep=sweep, cells=len(_tl_cells(model, tokens.shape[1], axes)),
+            ours_s=ours_s, tl_s=tl_s, tl_sampled=sampled, ratio=tl_s / ours_s,
+            ours_fwd=ours_s / forward, tl_fwd=tl_s / forward, forward_ms=forward * 1e3,
+            max_diff=(ours_at - tl.to(ours_at.dtype)).abs().max().item(), n_pos=tokens.shape[1],
+        ))
+        print(_sweep_line(rows[-1]), flush=True)
+    return rows
+
+
+def _ours_at_cells(sweep: str, ours: torch.Tensor, cells: pd.DataFrame, n_heads: int) -> torch.Tensor:
+    if sweep == "residual":
+        return torch.stack([ours[r.layer, r.pos] for r in cells.itertuples()])
+    if sweep == "head":
+        return torch.stack([ours[r.layer, r.head] for r in cells.itertuples()])
+    return torch.stack([ours[r.layer * n_heads + r.head, r.pos] for r in cells.itertuples()])
+
+
+def _sweep_line(r: dict) -> str:
+    tilde = "~" if r["tl_sampled"] else " "
+    return (f"{r['model']:17s} {r['sweep']:16s} {r['cells']:5d}  ours {r['ours_s']:7.2f} s "
+            f"({r['ours_fwd']:6.1f} fwd)  TL {tilde}{r['tl_s']:7.1f} s ({r['tl_fwd']:6.0f} fwd)  "
+            f"{r['ratio']:5.1f}× faster  max |diff| {r['max_diff']:.1e}")
+
+
+def bench_graders() -> None:
+    import graders
+    from graders.models import grading_models
+    from graders.notebooks import solutions_module
+    from graders.registry import EXERCISES
+
+    start = time.perf_counter()
+    labels = [gm.label for gm in grading_models()]
+    print(f"\nGrading models: {', '.join(labels)} (loaded in {time.perf_counter() - start:.1f} s)")
+    print(f"{'exercise':28s} {'first check':>12s} {'median repeat':>14s}")
+    per_chapter: dict[str, float] = {}
+    for name, exercise in EXERCISES.items():
+        learner = getattr(solutions_module(Path(exercise.chapter)), name)
+        first, result = _seconds(lambda: graders.grade(name, learner))
+        assert result.passed, result.feedback
+        repeat, _ = _seconds(lambda: graders.grade(name, learner), repeats=3)
+        per_chapter[exercise.chapter] = per_chapter.get(exercise.chapter, 0.0) + first
+        print(f"{name:28s} {first:10.2f} s {repeat:12.2f} s", flush=True)
+    for chapter, total in per_chapter.items():
+        print(f"chapter {chapter}: all checks, first run {total:.1f} s")
+
+
+def main() -> None:
+    from importlib.metadata import version
+
+    load = os.getloadavg()
+    print(f"CPU: {_cpu()}, {os.cpu_count()} cores, load average {load[0]:.1f} at start; "
+          f"torch {torch.__version__} with {torch.get_num_threads()} thread(s) for both sides; "
+          f"transformer-lens {version('transformer-lens')}")
+    print("Prompt pair: the tutorial's surname corruption. Times are medians; "
+          "'fwd' = the time of that many forward passes of the model.\n")
+    for name in ("gelu-2l", "gpt2-small"):
+        bench_sweeps(name)
+    if not ARGS.skip_graders:
+        bench_graders()
+
+
+if __name__ == "__main__":
+    main()
