@@ -39,7 +39,7 @@ from circuitlab import course_model, head_labels, position_labels
 from circuitlab.attention_view import attention_heads
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
 from graders import check
-from solutions.ch02_head_patching import head_patching_sweep  # chapter 2's sweep, for the interlude
+from circuitlab.fast_patching import head_patching_sweep  # chapter 2's sweep (the course's fast version)
 
 torch.set_grad_enabled(False)
 model = course_model()
