@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.circuitlab-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup course test check clean
+.PHONY: setup course test check classroom clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 ## make check NB=chapters/00_setup.ipynb: grade one notebook
 check: $(STAMP)
 	$(PY) -m graders check $(NB)
+
+## make classroom: generate the nbgrader course directory classroom/ (README: "For instructors")
+classroom: $(STAMP)
+	$(PY) -m graders course classroom
 
 clean:
 	rm -rf build .pytest_cache
