@@ -57,8 +57,9 @@ def _course(args: argparse.Namespace) -> int:
                    exercise_timeout=args.exercise_timeout, cell_timeout=args.cell_timeout)
     for assignment in course.assignments:
         print(f"source/{assignment.name}/{assignment.name}.ipynb: {', '.join(assignment.exercises)}")
-    print(f"c.Execute.timeout = {course.cell_timeout}; hidden checks stop learner code after "
-          f"{course.exercise_timeout} s.\nNext: cd {args.outdir} && nbgrader generate_assignment "
+    limits = ", ".join(f"{n} {t} s" for a in course.assignments for n, t in a.timeouts.items())
+    print(f"c.Execute.timeout = {course.cell_timeout}; hidden checks stop learner code after: {limits}."
+          f"\nNext: cd {args.outdir} && nbgrader generate_assignment "
           f"{course.assignments[0].name}")
     return 0
 

@@ -49,13 +49,14 @@ class Assignment:
     exercises: list[str]
     seeds: dict[str, list[int]]
     cell_seconds: list[float] = field(default_factory=list)  # measured, per code cell
+    check_seconds: dict[str, float] = field(default_factory=dict)  # measured, per exercise's check cell
+    timeouts: dict[str, int] = field(default_factory=dict)  # per exercise: the learner's limit
 
 
 @dataclass
 class Course:
     root: Path
     assignments: list[Assignment]
-    exercise_timeout: int
     cell_timeout: int
 
 
@@ -105,16 +106,17 @@ def answer_source(stub_source: str, solutions) -> tuple[str, list[str]]:
     return "\n".join(lines), [node.name for node in stubs]
 
 
-def hidden_test_source(check_source: str, seeds: dict[str, list[int]], timeout: int) -> str:
+def hidden_test_source(check_source: str, seeds: dict[str, list[int]], timeouts: dict[str, int]) -> str:
     """The check cell with a hidden block that grades each checked exercise on hidden seeds."""
     names = list(dict.fromkeys(CHECK_CALL.findall(check_source)))
     hidden = ["### BEGIN HIDDEN TESTS", "from graders.autograde import hidden_check"]
-    hidden += [f"hidden_check({name}, seeds={seeds[name]}, timeout={timeout})" for name in names]
+    hidden += [f"hidden_check({name}, seeds={seeds[name]}, timeout={timeouts.get(name, PROVISIONAL_TIMEOUT)})"
+               for name in names]
     hidden.append("### END HIDDEN TESTS")
     return "\n".join(hidden) + "\n" + check_source
 
 
-def source_notebook(chapter: Path, rng: random.Random, exercise_timeout: int) -> Assignment:
+def source_notebook(chapter: Path, rng: random.Random) -> Assignment:
     nb = read_notebook(chapter)
     solutions = solutions_module(chapter)
     exercises: list[str] = []
@@ -127,9 +129,11 @@ def source_notebook(chapter: Path, rng: random.Random, exercise_timeout: int) ->
             cell.metadata["nbgrader"] = _meta(names[0], grade=False, solution=True, locked=False)
         elif "check" in tags:
             names = CHECK_CALL.findall(cell.source)
+            if not names:
+                raise ValueError(f"{chapter.name}: a check cell without check(...):\n{cell.source}")
             for name in names:
                 seeds.setdefault(name, [rng.randrange(1, 2**31) for _ in range(HIDDEN_SEEDS)])
-            cell.source = hidden_test_source(cell.source, seeds, exercise_timeout)
+            cell.source = hidden_test_source(cell.source, seeds, {})
             cell.metadata["nbgrader"] = _meta(f"check_{names[0]}", grade=True, solution=False, locked=True,
                                               points=POINTS * len(names))
     unchecked = set(exercises) - set(seeds)
@@ -139,11 +143,11 @@ def source_notebook(chapter: Path, rng: random.Random, exercise_timeout: int) ->
     return Assignment(chapter.stem, nb, exercises, seeds)
 
 
-def retime(assignment: Assignment, exercise_timeout: int) -> None:
+def retime(assignment: Assignment) -> None:
     for cell in assignment.notebook.cells:
         if "nbgrader" in cell.metadata and cell.metadata["nbgrader"]["grade"]:
             original = cell.source.split("### END HIDDEN TESTS\n", 1)[1]
-            cell.source = hidden_test_source(original, assignment.seeds, exercise_timeout)
+            cell.source = hidden_test_source(original, assignment.seeds, assignment.timeouts)
 
 
 # ---------------------------------------------------------------- measuring
@@ -178,17 +182,24 @@ def measure(assignment: Assignment) -> None:
         raise RuntimeError(f"{assignment.name}: the reference solutions do not earn full points:\n"
                            + "\n".join(lost + run.errors))
     assignment.cell_seconds = [_seconds(c) for c in run.notebook.cells if c.cell_type == "code"]
+    for cell in run.notebook.cells:
+        if "nbgrader" in cell.metadata and cell.metadata["nbgrader"]["grade"]:
+            for name in CHECK_CALL.findall(cell.source):
+                assignment.check_seconds[name] = _seconds(cell)
 
 
-def timeouts(assignments: list[Assignment]) -> tuple[int, int]:
-    """(seconds for the learner's code in one hidden check, nbgrader's per-cell timeout).
+def learner_limit(check_seconds: float) -> int:
+    """The learner's limit in a hidden check: a few times what the check took with the
+    reference (a plain loop may be slower than a batched reference)."""
+    return math.ceil(max(MIN_EXERCISE_TIMEOUT, 3 * check_seconds))
 
-    A check cell spends at most its measured time preparing reference answers plus the
-    learner's limit, so the cell timeout covers that with room to spare."""
+
+def execute_timeout(assignments: list[Assignment]) -> int:
+    """nbgrader's per-cell limit. A check cell spends at most its measured time preparing
+    reference answers plus the learner's limit; this covers that with room to spare."""
     slowest = max(s for a in assignments for s in a.cell_seconds)
-    exercise = math.ceil(max(MIN_EXERCISE_TIMEOUT, 3 * slowest))
-    cell = math.ceil(max(MIN_CELL_TIMEOUT, 2 * slowest + exercise + 30))
-    return exercise, cell
+    longest = max(t for a in assignments for t in a.timeouts.values())
+    return math.ceil(max(MIN_CELL_TIMEOUT, 2 * slowest + longest + 30))
 
 
 # ---------------------------------------------------------------- writing
@@ -207,8 +218,9 @@ c = get_config()  # noqa: F821  (nbgrader provides it)
 c.CourseDirectory.course_id = "{course}"
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 
-# Seconds nbgrader allows each cell at autograde ({basis}). A hidden check gives the
-# learner's code {exercise} s of that before it stops it and awards no points.
+# Seconds nbgrader allows each cell at autograde ({basis}).
+# Within it, each hidden check stops the learner's code after its own `timeout=`
+# (at most {exercise} s) and awards no points.
 c.Execute.timeout = {cell}
 '''
 
@@ -223,7 +235,8 @@ def write(course: Course) -> None:
     basis = (f"the slowest cell took {max(seconds):.0f} s with the reference solutions when this course was built"
              if seconds else "set by hand with --cell-timeout")
     (course.root / "nbgrader_config.py").write_text(CONFIG.format(
-        course=COURSE_ID, basis=basis, exercise=course.exercise_timeout, cell=course.cell_timeout))
+        course=COURSE_ID, basis=basis, cell=course.cell_timeout,
+        exercise=max(t for a in course.assignments for t in a.timeouts.values())))
 
 
 def build(root: Path, prefixes: tuple[str, ...] = (), seed: Optional[int] = None,
@@ -233,17 +246,16 @@ def build(root: Path, prefixes: tuple[str, ...] = (), seed: Optional[int] = None
     if not chapters:
         raise ValueError(f"no chapter matches {prefixes}")
     rng = random.Random(secrets.randbits(64) if seed is None else seed)
-    assignments = [source_notebook(chapter, rng, exercise_timeout or PROVISIONAL_TIMEOUT) for chapter in chapters]
+    assignments = [source_notebook(chapter, rng) for chapter in chapters]
     if exercise_timeout is None or cell_timeout is None:
         for assignment in assignments:
             log(f"measuring {assignment.name} with the reference solutions ...")
             measure(assignment)
             log(f"  slowest cell {max(assignment.cell_seconds):.0f} s, total {sum(assignment.cell_seconds):.0f} s")
-        measured = timeouts(assignments)
-        exercise_timeout = exercise_timeout or measured[0]
-        cell_timeout = cell_timeout or measured[1]
     for assignment in assignments:
-        retime(assignment, exercise_timeout)
-    course = Course(Path(root), assignments, exercise_timeout, cell_timeout)
+        assignment.timeouts = {name: exercise_timeout or learner_limit(assignment.check_seconds[name])
+                               for name in assignment.exercises}
+        retime(assignment)
+    course = Course(Path(root), assignments, cell_timeout or execute_timeout(assignments))
     write(course)
     return course

@@ -191,3 +191,23 @@ print("RESULT" + json.dumps(out))
         assert not stub_passed and "not implemented yet" in stub_feedback
     passed, feedback = out["wrong_way_round"]
     assert not passed and "must be positive" in feedback
+
+
+def test_every_exercise_has_a_public_check():
+    """A student release checks each exercise with graders.public; one without a public
+    check would only be graded at submission."""
+    from graders.public import PUBLIC_CHECKS
+
+    assert sorted(PUBLIC_CHECKS) == sorted(EXERCISES)
+
+
+def test_measured_timeouts_cover_the_slowest_cell():
+    from graders.classroom import MIN_EXERCISE_TIMEOUT, Assignment, execute_timeout, learner_limit
+
+    assert learner_limit(5.0) == MIN_EXERCISE_TIMEOUT
+    assert learner_limit(100.2) == 301  # three times the reference's check, rounded up
+    fast = Assignment("a", nbformat.v4.new_notebook(), [], {}, cell_seconds=[3, 40], timeouts={"x": 60})
+    slow = Assignment("b", nbformat.v4.new_notebook(), [], {}, cell_seconds=[183, 20], timeouts={"y": 549})
+    # a check cell = preparing references (<= its measured time) + the learner's limit
+    assert execute_timeout([fast, slow]) == 2 * 183 + 549 + 30
+    assert execute_timeout([fast]) == 2 * 40 + 60 + 30
