@@ -27,6 +27,8 @@ import sys
 import warnings
 from typing import Callable, Optional, Sequence
 
+import torch
+
 from graders.engine import Exercise, Grader, Result
 
 # Results of hidden checks in this kernel, so the visible `check(fn)` that follows
@@ -75,6 +77,9 @@ def _grade_all(variants: list[Exercise], fn: Callable) -> Result:
 
 
 def _child(conn, variants: list[Exercise], fn: Callable) -> None:
+    # The parent's OpenMP worker threads do not exist here; with more than one thread
+    # torch's first parallel region would wait for them forever.
+    torch.set_num_threads(1)
     # The child's output would otherwise reach the notebook (and stderr costs points).
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

@@ -211,3 +211,33 @@ def test_measured_timeouts_cover_the_slowest_cell():
     # a check cell = preparing references (<= its measured time) + the learner's limit
     assert execute_timeout([fast, slow]) == 2 * 183 + 549 + 30
     assert execute_timeout([fast]) == 2 * 40 + 60 + 30
+
+
+def test_hidden_check_isolates_the_learner_with_a_multithreaded_torch():
+    """The forked child must not wait for the parent's OpenMP threads (it did, before the
+    child set torch to one thread), and a failed exercise is swapped for the reference."""
+    script = """
+import torch
+torch.set_num_threads(2)
+from graders.autograde import hidden_check
+from graders.models import grading_models
+from solutions.ch00_setup import logit_diff
+for gm in grading_models():
+    gm.model(torch.randint(0, 1000, (4, 16)))  # start the OpenMP pool before forking
+ns = {}
+print("PASSED", hidden_check(logit_diff, seeds=[3], timeout=60, namespace=ns).passed)
+def logit_diff(logits, correct_token, wrong_token):
+    while True:
+        pass
+try:
+    hidden_check(logit_diff, seeds=[3], timeout=5, namespace=ns)
+except AssertionError as err:
+    print("HANG", str(err).splitlines()[1])
+print("SWAPPED", ns["logit_diff"].__module__)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASSED True" in proc.stdout
+    assert "HANG did not finish within 5 s" in proc.stdout
+    assert "SWAPPED solutions.ch00_setup" in proc.stdout
