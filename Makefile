@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.circuitlab-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup course test check browser bench clean
+.PHONY: setup course test check browser bench classroom clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ check: $(STAMP)
 ## make bench: time the fast sweeps against transformer_lens.patching, and every check (minutes; not a test)
 bench: $(STAMP)
 	$(PY) benchmarks/patching_speed.py
+
+## make classroom: generate the nbgrader course directory classroom/ (README: "For instructors")
+classroom: $(STAMP)
+	$(PY) -m graders course classroom
 
 clean:
 	rm -rf build .pytest_cache

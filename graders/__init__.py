@@ -19,6 +19,7 @@ from graders.models import GradingModel
 __all__ = ["grade", "check", "Result"]
 
 RESULTS_ENV = "CIRCUITLAB_RESULTS"  # set by `python -m graders check` to collect results
+MODE_ENV = "CIRCUITLAB_GRADERS"  # "public": check without the reference solutions
 _GRADER = Grader()
 
 
@@ -44,19 +45,40 @@ def check(fn: Callable, model=None) -> Result:
     """Grade `fn` (found by its name), show the result, and return it.
 
     This is the learner's entry point, so handing it the course's own reference
-    (e.g. imported from `solutions`) scores zero.
+    (e.g. imported from `solutions`) scores zero. In a student release of the nbgrader
+    course (no `solutions` package) it runs the public checks of `graders.public`; at
+    autograde it shows the hidden check's result.
     """
+    from graders.autograde import AUTOGRADED
     from graders.guard import is_course_code
 
-    if is_course_code(fn):
+    if fn.__name__ in AUTOGRADED and model is None:
+        result = AUTOGRADED[fn.__name__]
+    elif is_course_code(fn):
         result = Result(fn.__name__, False, 0.0,
                         f"Scored zero: this `{fn.__name__}` is the course's own code (from {fn.__module__}), "
                         "not yours. Define the function yourself in the exercise cell and check that.")
+    elif public_mode():
+        from graders.public import public_check
+
+        result = public_check(fn, model=model)
     else:
         result = grade(fn.__name__, fn, model=model)
     _record(result)
     _show(result)
     return result
+
+
+def public_mode() -> bool:
+    """True without the reference solutions (a student release), or when forced with
+    CIRCUITLAB_GRADERS=public."""
+    if os.environ.get(MODE_ENV) == "public":
+        return True
+    try:
+        import solutions  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def _record(result: Result) -> None:

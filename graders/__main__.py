@@ -1,4 +1,5 @@
-"""Command line: `python -m graders check NOTEBOOK` and `python -m graders render`."""
+"""Command line: `python -m graders check NOTEBOOK`, `python -m graders render` and
+`python -m graders course OUTDIR`."""
 
 from __future__ import annotations
 
@@ -50,6 +51,21 @@ def _render(args: argparse.Namespace) -> int:
     return 0 if ok_all else 1
 
 
+def _course(args: argparse.Namespace) -> int:
+    """Generate the nbgrader course directory (see graders.classroom)."""
+    from graders.classroom import build
+
+    course = build(Path(args.outdir), tuple(args.chapters), seed=args.seed,
+                   exercise_timeout=args.exercise_timeout, cell_timeout=args.cell_timeout)
+    for assignment in course.assignments:
+        print(f"source/{assignment.name}/{assignment.name}.ipynb: {', '.join(assignment.exercises)}")
+    limits = ", ".join(f"{n} {t} s" for a in course.assignments for n, t in a.timeouts.items())
+    print(f"c.Execute.timeout = {course.cell_timeout}; hidden checks stop learner code after: {limits}."
+          f"\nNext: cd {args.outdir} && nbgrader generate_assignment "
+          f"{course.assignments[0].name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m graders", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--out", default="build", help="where the executed notebooks go")
     render.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     render.set_defaults(run=_render)
+    course = sub.add_parser("course", help="generate an nbgrader course directory from the chapters")
+    course.add_argument("outdir")
+    course.add_argument("chapters", nargs="*", help="chapter prefixes such as 00 or 01 (default: all)")
+    course.add_argument("--seed", type=int, help="seed for the hidden cases (default: random)")
+    course.add_argument("--exercise-timeout", type=int,
+                        help="seconds for learner code per hidden check (default: measured)")
+    course.add_argument("--cell-timeout", type=int, help="nbgrader's c.Execute.timeout (default: measured)")
+    course.set_defaults(run=_course)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,194 @@
+"""Public checks: what `check(fn)` runs where the reference solutions are absent, as in
+the student release of the nbgrader course.
+
+They test types, shapes and behaviour the chapter text states (antisymmetry, which
+positions may change, what the last row of a sweep must equal), never against a
+reference answer, and they import nothing from `solutions`. The full check, with
+hidden cases, runs when the instructor autogrades.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+
+from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
+from graders.engine import LearnerError, NotImplementedYet, Result, call_learner
+from graders.models import GradingModel, grading_models
+
+# A property check yields (what was checked, None if it holds else the problem).
+Property = Iterator[tuple[str, Optional[str]]]
+Run = Callable[..., Any]  # calls the learner's function with keyword arguments
+
+FULL_CHECK_NOTE = "The autograder runs the full check, with hidden cases, when you submit."
+
+
+def _single_token(model, text: Any) -> Optional[str]:
+    if not isinstance(text, str):
+        return f"returned {type(text).__name__}, expected a str"
+    try:
+        model.to_single_token(text)
+    except Exception:
+        return f"{text!r} is not exactly one token of the model's vocabulary"
+    return None
+
+
+def _scalar(value: Any) -> Optional[str]:
+    if not isinstance(value, torch.Tensor):
+        return f"returned {type(value).__name__}, expected a torch.Tensor"
+    if value.dim() != 0:
+        return f"returned shape {tuple(value.shape)}; a 0-dim tensor (one number) is expected"
+    if not torch.is_floating_point(value):
+        return f"returned dtype {value.dtype}, expected a floating-point tensor"
+    return None
+
+
+def _close(a: Any, b: torch.Tensor, what: str, atol: float = 1e-4) -> Optional[str]:
+    if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+        return f"{what}: returned {getattr(a, 'shape', type(a).__name__)}, expected shape {tuple(b.shape)}"
+    if torch.allclose(a.float(), b.float(), atol=atol, rtol=1e-4):
+        return None
+    return f"{what}: got {a.float().flatten()[:4].tolist()} where {b.float().flatten()[:4].tolist()} is required"
+
+
+def next_token_prediction(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    prompts = ("Famous computer scientist Alan", CLEAN_PROMPT, "The capital of France is", "1, 2, 3, 4,")
+    answers = []
+    for prompt in prompts:
+        got = run(model=model, prompt=prompt)
+        answers.append(got)
+        yield f"{prompt!r} gives one token, as a string", _single_token(model, got)
+    yield "the prediction depends on the prompt", None if len(set(map(repr, answers))) > 1 else (
+        f"all {len(prompts)} prompts gave {answers[0]!r}; is it read at the final position?")
+    yield "the same prompt twice gives the same token", None if run(model=model, prompt=prompts[0]) == answers[0] else (
+        "two calls on the same prompt disagree")
+
+
+def top_tokens_by_unembed_bias(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    for k in (3, 7):
+        got = run(model=model, k=k)
+        if not isinstance(got, list) or len(got) != k:
+            yield f"k={k} gives a list of {k}", f"returned {type(got).__name__} {got!r:.80}, expected a list of {k} strings"
+            continue
+        problems = [p for p in (_single_token(model, t) for t in got) if p]
+        yield f"k={k}: every entry is one token string", problems[0] if problems else None
+        if problems:
+            continue
+        yield f"k={k}: no token twice", None if len(set(got)) == k else "a token appears twice"
+        bias = torch.stack([model.b_U[model.to_single_token(t)] for t in got])
+        yield f"k={k}: largest bias first", None if bool((bias[:-1] >= bias[1:]).all()) else (
+            "the tokens are not ordered from the largest bias down")
+
+
+def logit_diff(run: Run, gm: GradingModel) -> Property:
+    generator = torch.Generator().manual_seed(0)
+    vocab = gm.model.cfg.d_vocab
+    logits = torch.randn(2, 5, vocab, generator=generator)
+    a, b = 11, 4000
+    logits[0, -1, a], logits[0, -1, b] = 6.0, -6.0  # the correct token is far ahead
+    got = run(logits=logits.clone(), correct_token=a, wrong_token=b)
+    yield "returns one float number", _scalar(got)
+    if _scalar(got) is not None:
+        return
+    yield "positive when the correct token's logit is larger", None if got.item() > 0 else (
+        f"got {got.item():.3g}, but the correct token is ahead, so the difference must be positive")
+    yield "swapping the tokens flips the sign", _close(run(logits=logits.clone(), correct_token=b, wrong_token=a), -got,
+                                                       "logit_diff(b, a) should be -logit_diff(a, b)")
+    yield "the same token twice gives 0", _close(run(logits=logits.clone(), correct_token=a, wrong_token=a),
+                                                 torch.tensor(0.0), "logit_diff(a, a)")
+    doubled = logits.clone()
+    doubled[0, -1] *= 2
+    yield "linear in the logits", _close(run(logits=doubled, correct_token=a, wrong_token=b), 2 * got,
+                                         "doubling the final logits of item 0 should double the result")
+    other = logits.clone()
+    other[1:] = torch.randn(other[1:].shape, generator=generator)
+    other[0, :-1] = torch.randn(other[0, :-1].shape, generator=generator)
+    yield "only the final position of item 0 matters", _close(run(logits=other, correct_token=a, wrong_token=b), got,
+                                                              "changing other positions or batch items changed the result")
+
+
+def patch_residual_stream(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    hook = model.hook_dict[f"blocks.{model.cfg.n_layers - 1}.hook_resid_pre"]
+    generator = torch.Generator().manual_seed(1)
+    shape = (2, 6, model.cfg.d_model)
+    clean, corrupt = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    pos = 3
+    got = run(activations=clean.clone(), hook=hook, pos=pos, corrupt_cache={hook.name: corrupt})
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+        yield "returns the activations' shape", f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}"
+        return
+    others = [p for p in range(shape[1]) if p != pos]
+    yield "other positions unchanged", _close(got[:, others], clean[:, others], "a position other than pos changed")
+    yield "position pos comes from the corrupt cache at this hook point", _close(
+        got[:, pos], corrupt[:, pos], "position pos does not hold corrupt_cache[hook.name] there")
+
+
+def residual_patching_sweep(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    case = CORRUPTIONS["surname"]
+    got = run(model=model, **case.as_args())
+    n_pos = model.to_tokens(case.clean_prompt).shape[1]
+    shape = (model.cfg.n_layers + 1, n_pos)
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+        yield "shape [n_layers + 1, n_pos]", f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}"
+        return
+    yield "finite floats", None if torch.is_floating_point(got) and bool(torch.isfinite(got).all()) else (
+        "expected finite floating-point values")
+    good, bad = model.to_single_token(case.clean_answer), model.to_single_token(case.corrupt_answer)
+
+    def diff(prompt):
+        final = model(prompt)[0, -1]
+        return final[good] - final[bad]
+
+    clean, corrupt = diff(case.clean_prompt), diff(case.corrupt_prompt)
+    # After the last block only the final position feeds the prediction.
+    yield "last row, final position = the corrupt run", _close(got[-1, -1].cpu(), corrupt.cpu(),
+                                                               "entry [-1, -1]", atol=1e-3)
+    yield "last row, other positions = the clean run", _close(got[-1, :-1].cpu(), clean.expand(n_pos - 1).cpu(),
+                                                              "entries [-1, :-1]", atol=1e-3)
+
+
+PUBLIC_CHECKS: dict[str, Callable[[Run, GradingModel], Property]] = {
+    fn.__name__: fn
+    for fn in (next_token_prediction, top_tokens_by_unembed_bias, logit_diff, patch_residual_stream,
+               residual_patching_sweep)
+}
+
+
+def public_check(fn: Callable, model=None) -> Result:
+    name = fn.__name__
+    if name not in PUBLIC_CHECKS:
+        return Result(name, False, 0.0, f"This release has no public check for {name}. {FULL_CHECK_NOTE}")
+    models = [GradingModel("yours", model, "your model")] if model is not None else grading_models()
+
+    def run(**args):
+        try:
+            return call_learner(fn, args)
+        finally:
+            for gm in models:
+                gm.model.reset_hooks()
+
+    held, problems = 0, []
+    try:
+        for gm in models:
+            for label, problem in PUBLIC_CHECKS[name](run, gm):
+                if problem is None:
+                    held += 1
+                else:
+                    problems.append(f"{gm.label}, {label}: {problem}")
+    except NotImplementedYet:
+        return Result(name, False, 0.0, f"not implemented yet: replace `raise NotImplementedError` in `{name}` "
+                                        "with your code, run that cell, then run this check again.")
+    except LearnerError as err:
+        problems.append(str(err))
+    total = held + len(problems)
+    lines = [f"Public checks (this release has no reference answers): {held}/{total} hold on "
+             f"{', '.join(gm.label for gm in models)}."]
+    if problems:
+        lines.append(f"First problem: {problems[0]}")
+    lines.append(FULL_CHECK_NOTE)
+    return Result(name, not problems, held / total if total else 0.0, "\n".join(lines))
