@@ -152,10 +152,140 @@ def residual_patching_sweep(run: Run, gm: GradingModel) -> Property:
                                                               "entries [-1, :-1]", atol=1e-3)
 
 
+# Chapter 2 -------------------------------------------------------------------------
+
+SHORT = ("Alex Hart Alex", "Alex Carroll Alex", " Hart", " Carroll")  # 4 tokens with BOS: quick on any model
+
+
+def _sweep_properties(run: Run, gm: GradingModel, shape_of: Callable[[int, int, int], tuple]) -> Property:
+    """What any patching sweep must satisfy, checked without a reference answer."""
+    model = gm.model
+    clean, corrupt, good, bad = SHORT
+    args = dict(model=model, clean_prompt=clean, corrupt_prompt=corrupt, clean_answer=good, corrupt_answer=bad)
+    got = run(**args)
+    shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(clean).shape[1])
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+        yield f"shape {list(shape)}", f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}"
+        return
+    yield "finite floats", None if torch.is_floating_point(got) and bool(torch.isfinite(got).all()) else (
+        "expected finite floating-point values")
+    final = model(clean)[0, -1]
+    baseline = (final[model.to_single_token(good)] - final[model.to_single_token(bad)]).reshape(1)
+    same = run(**{**args, "corrupt_prompt": clean})
+    yield "patching from an identical run changes nothing", _close(
+        same, baseline.expand(shape), "with corrupt_prompt = clean_prompt every entry must be the clean logit diff",
+        atol=1e-3)
+    swapped = run(**{**args, "clean_answer": bad, "corrupt_answer": good})
+    yield "swapping the two answers flips the sign", _close(swapped, -got, "sweep with answers swapped", atol=1e-3)
+
+
+def patch_head_output(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    n_heads = model.cfg.n_heads
+    hook = model.hook_dict["blocks.0.attn.hook_z"]
+    generator = torch.Generator().manual_seed(2)
+    shape = (2, 6, n_heads, model.cfg.d_head)
+    clean, corrupt = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    head = n_heads - 1
+    for pos in (None, 3):
+        got = run(activations=clean.clone(), hook=hook, head=head, corrupt_cache={hook.name: corrupt}, pos=pos)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+            yield f"pos={pos}: returns the activations' shape", (
+                f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}")
+            continue
+        expected = clean.clone()
+        at = slice(None) if pos is None else pos
+        expected[:, at, head] = corrupt[:, at, head]
+        yield f"pos={pos}: exactly head {head} at {'every position' if pos is None else f'position {pos}'} patched", \
+            _close(got, expected, "the patched slice")
+
+
+def head_patching_sweep(run: Run, gm: GradingModel) -> Property:
+    yield from _sweep_properties(run, gm, lambda n_layers, n_heads, n_pos: (n_layers, n_heads))
+
+
+def head_by_position_sweep(run: Run, gm: GradingModel) -> Property:
+    yield from _sweep_properties(run, gm, lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos))
+
+
+# Chapter 3 -------------------------------------------------------------------------
+
+def _cache(gm: GradingModel):
+    _, cache = gm.model.run_with_cache(CLEAN_PROMPT)
+    return cache
+
+
+def attention_score(run: Run, gm: GradingModel) -> Property:
+    cache = _cache(gm)
+    layer, head = gm.model.cfg.n_layers - 1, 1
+    for q_pos, k_pos in ((5, 4), (11, 5)):
+        got = run(cache=cache, layer=layer, head=head, q_pos=q_pos, k_pos=k_pos)
+        expected = cache[f"blocks.{layer}.attn.hook_attn_scores"][0, head, q_pos, k_pos]
+        ok = isinstance(got, (float, int, torch.Tensor)) and abs(float(got) - expected.item()) < 1e-3
+        yield f"({q_pos}, {k_pos}) equals hook_attn_scores, as the chapter says", None if ok else (
+            f"got {got!r:.40}; the score must equal cache['blocks.{layer}.attn.hook_attn_scores'][0, head, q, k]")
+
+
+def attention_pattern_row(run: Run, gm: GradingModel) -> Property:
+    cache = _cache(gm)
+    layer, head, q_pos = 0, 0, 6
+    got = run(cache=cache, layer=layer, head=head, q_pos=q_pos)
+    yield "equals the hook_pattern row, as the chapter says", _close(
+        got, cache[f"blocks.{layer}.attn.hook_pattern"][0, head, q_pos], "the pattern row", atol=1e-4)
+
+
+def head_z(run: Run, gm: GradingModel) -> Property:
+    cache = _cache(gm)
+    layer, head, pos = gm.model.cfg.n_layers - 1, 0, 7
+    got = run(cache=cache, layer=layer, head=head, pos=pos)
+    yield "equals hook_z, as the chapter says", _close(
+        got, cache[f"blocks.{layer}.attn.hook_z"][0, pos, head], "z", atol=1e-4)
+
+
+def _patterns() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two hand-made heads on the sequence a b c a b c: head 0 attends to the previous
+    token, head 1 to the token after the earlier copy of the current one (where it exists)."""
+    tokens = torch.tensor([7, 8, 9, 7, 8, 9])
+    n = len(tokens)
+    pattern = torch.zeros(2, n, n)
+    pattern[:, 0, 0] = 1
+    for dst in range(1, n):
+        pattern[0, dst, dst - 1] = 1
+        pattern[1, dst, dst - 2 if dst >= 3 else dst] = 1  # dst - 3 is the copy; dst - 2 follows it
+    return pattern, tokens
+
+
+def previous_token_score(run: Run, gm: GradingModel) -> Property:
+    pattern, _ = _patterns()
+    got = run(pattern=pattern.clone())
+    yield "a pure previous-token head scores 1", _close(got[:1] if isinstance(got, torch.Tensor) else got,
+                                                        torch.ones(1), "score of head 0")
+
+
+def duplicate_token_score(run: Run, gm: GradingModel) -> Property:
+    pattern, tokens = _patterns()
+    copies = pattern.clone()
+    for dst in range(3, 6):
+        copies[1, dst] = 0
+        copies[1, dst, dst - 3] = 1  # attend to the earlier copy of the same token
+    got = run(pattern=copies, tokens=tokens)
+    yield "a head attending to earlier copies scores 1", _close(got[1:] if isinstance(got, torch.Tensor) else got,
+                                                                torch.ones(1), "score of head 1")
+
+
+def induction_score(run: Run, gm: GradingModel) -> Property:
+    pattern, tokens = _patterns()
+    got = run(pattern=pattern.clone(), tokens=tokens)
+    yield "a perfect induction head scores 1", _close(got[1:] if isinstance(got, torch.Tensor) else got,
+                                                      torch.ones(1), "score of head 1")
+
+
 PUBLIC_CHECKS: dict[str, Callable[[Run, GradingModel], Property]] = {
     fn.__name__: fn
     for fn in (next_token_prediction, top_tokens_by_unembed_bias, logit_diff, patch_residual_stream,
-               residual_patching_sweep)
+               residual_patching_sweep, patch_head_output, head_patching_sweep, head_by_position_sweep,
+               attention_score, attention_pattern_row, head_z, previous_token_score, duplicate_token_score,
+               induction_score)
 }
 
 
