@@ -205,6 +205,7 @@ def _spread_over_heads(**args) -> torch.Tensor:
 EXERCISES = [
     Exercise(
         name="patch_head_output",
+        hint='activations is [batch, position, head, ...]: overwrite activations[:, pos, head] (or activations[:, :, head] when pos is None) with the same slice of corrupt_cache[hook.name], then return activations.',
         chapter=CHAPTER,
         section="'Patching one head'",
         reference=ref.patch_head_output,
@@ -228,6 +229,7 @@ EXERCISES = [
     ),
     Exercise(
         name="head_patching_sweep",
+        hint="Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head].",
         chapter=CHAPTER,
         section="'The head sweep'",
         reference=head_sweep,
@@ -253,6 +255,7 @@ EXERCISES = [
     ),
     Exercise(
         name="head_by_position_sweep",
+        hint='Like the head sweep with one more loop: for each layer, head and position, patch activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos].',
         chapter=CHAPTER,
         section="'Heads by position'",
         reference=head_pos_sweep,

@@ -174,6 +174,7 @@ def _score_with(targets: torch.Tensor, pattern: torch.Tensor, every_row: bool = 
 EXERCISES = [
     Exercise(
         name="attention_score",
+        hint="Take q = cache['blocks.{layer}.attn.hook_q'][0, q_pos, head] and k = ...hook_k[0, k_pos, head]; the score is q @ k / sqrt(d_head), returned as a float.",
         chapter=CHAPTER,
         section="'From q and k to a score'",
         reference=ref.attention_score,
@@ -196,6 +197,7 @@ EXERCISES = [
     ),
     Exercise(
         name="attention_pattern_row",
+        hint='Take the scores of query q_pos against every key position, set the keys after q_pos to -inf (causal mask), then softmax over the key axis.',
         chapter=CHAPTER,
         section="'From scores to a pattern'",
         reference=ref.attention_pattern_row,
@@ -222,6 +224,7 @@ EXERCISES = [
     ),
     Exercise(
         name="head_z",
+        hint='z at pos is the pattern row of that query (hook_pattern[0, head, pos]) times the value vectors of every position (hook_v[0, :, head]).',
         chapter=CHAPTER,
         section="'From a pattern to z'",
         reference=ref.head_z,
@@ -243,6 +246,7 @@ EXERCISES = [
     ),
     Exercise(
         name="previous_token_score",
+        hint='For each head, average pattern[head, dst, dst - 1] over dst = 1 .. n_pos - 1 (the diagonal just below the main one).',
         chapter=CHAPTER,
         section="'Scores that name a head'",
         reference=ref.previous_token_score,
@@ -265,6 +269,7 @@ EXERCISES = [
     ),
     Exercise(
         name="duplicate_token_score",
+        hint='For each destination with an earlier copy of its own token, sum the attention to those earlier copies; average over those destinations only.',
         chapter=CHAPTER,
         section="'Scores that name a head'",
         reference=ref.duplicate_token_score,
@@ -284,6 +289,7 @@ EXERCISES = [
     ),
     Exercise(
         name="induction_score",
+        hint='For each destination whose token appeared earlier, sum the attention to the positions right after those earlier copies; average over those destinations only.',
         chapter=CHAPTER,
         section="'Scores that name a head'",
         reference=ref.induction_score,
