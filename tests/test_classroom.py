@@ -147,7 +147,8 @@ def test_autograde_scores_and_feedback(course):
     assert failing(feedback("half_correct")) == {second}
     html = feedback("hang_and_crash")
     assert failing(html) == {first, second}
-    assert "did not finish within 30 s" in html
+    # The grader's own time limit stops the loop first; the forked child's limit is the backstop.
+    assert re.search(r"stopped after [0-9.]+ s|did not finish within 30 s", html)
     assert "the Python process crashed" in html
     assert "not implemented yet" in feedback("all_stubs")
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 
+import torch
+
 from graders.compare import same_value
 from graders.engine import Case, Exercise, Grader, Mistake
 from graders.models import GradingModel
 
 
-class _NoHooks:
+class _NoHooks(torch.nn.Module):
+    """A parameterless stand-in model: the guard watches modules, the engine resets hooks."""
+
     def reset_hooks(self) -> None:
         pass
 
@@ -40,5 +44,5 @@ def test_repeated_checks_reuse_reference_and_mistake_answers():
     assert calls == {"reference": 6, "learner": 6, "mistake": 4}  # mistakes run on failed cases only
 
     second = grader.grade(exercise, learner)
-    assert second.feedback == first.feedback
+    assert second.feedback.startswith(first.feedback)  # a repeat failure only adds a hint
     assert calls == {"reference": 6, "learner": 12, "mistake": 4}
