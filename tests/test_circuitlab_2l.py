@@ -27,6 +27,10 @@ _spec.loader.exec_module(corpus)
 from circuitlab.checkpoint import load_compact  # noqa: E402
 from circuitlab.tokenizer import gpt2_tokenizer  # noqa: E402
 
+if not CKPT.exists():
+    pytest.skip(f"{CKPT.name} not trained yet: run training/train_circuitlab_2l.py --out {CKPT}",
+                allow_module_level=True)
+
 CLEAN = "Her name was Alex Hart. Tomorrow at lunch time Alex"
 SURNAME_CORRUPT = "Her name was Alex Carroll. Tomorrow at lunch time Alex"
 FIRST_NAME_CORRUPT = "Her name was Sarah Hart. Tomorrow at lunch time Alex"
@@ -179,12 +183,11 @@ def _slow_enabled(config) -> bool:
 
 @pytest.mark.slow
 def test_retraining_reproduces_the_scores(request, tmp_path):
-    """Retrain with the committed command (about 20-40 min on 2 CPU cores) and re-check."""
+    """Retrain with the script's default recipe (8,000 steps; about an hour on 2 CPU cores)."""
     if not _slow_enabled(request.config):
         pytest.skip("retraining takes many minutes: run with -m slow")
     out = tmp_path / "circuitlab-2l.pt"
-    scores = corpus.train(steps=8000, out=out, threads=min(2, os.cpu_count() or 1), lr=3e-3,
-                          batch=64, curriculum_steps=4000, eval_every=0)
+    scores = corpus.main(["--out", str(out), "--eval-every", "0"])
     assert scores["induction"] >= 0.5 and scores["prev_token"] >= 0.5
     assert scores["logit_diff"] > 0 and scores["course_top1"] == 1
     torch.set_grad_enabled(False)
