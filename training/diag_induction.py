@@ -5,7 +5,12 @@ BOS), fp32, AdamW lr 3e-3 betas (0.9, 0.98), no weight decay, 100 warm-up steps 
 constant LR, batch 32 x 48, loss on the second copy of each span. Prints the best layer-1
 induction score and best layer-0 previous-token score every --eval-every steps.
 
+--periodic trains on one span repeated to the end of the row instead (a denser signal);
+rep_loss is the loss on the repeat of BOS + x + x, so a low loss without a high induction
+score shows a mechanism other than the induction circuit.
+
     OMP_NUM_THREADS=1 python training/diag_induction.py --steps 3000
+    OMP_NUM_THREADS=1 python training/diag_induction.py --periodic --steps 5500 --save /tmp/d.pt
 """
 
 from __future__ import annotations
@@ -57,13 +62,19 @@ def scores(model, span: int = 20, n: int = 8):
     model.eval()
     with torch.no_grad():
         att = model(rep, output_attentions=True).attentions
+        logits = model(rep).logits
     model.train()
+    # Loss on the predictable part of the second copy: low here means the model does
+    # induction on BOS + x + x, whatever its attention patterns look like.
+    rep_loss = torch.nn.functional.cross_entropy(
+        logits[:, 1 + span:2 * span].reshape(-1, logits.shape[-1]),
+        rep[:, 2 + span:].reshape(-1)).item()
     dst = torch.arange(1 + span, 1 + 2 * span)
     ind = att[1].mean(0)[:, dst, dst - span + 1].mean(-1)
     d = torch.arange(1, rep.shape[1])
     prev = att[0].mean(0)[:, d, d - 1].mean(-1)
     causal_leak = max(a.triu(1).abs().max().item() for a in att)
-    return ind.max().item(), prev.max().item(), causal_leak
+    return ind.max().item(), prev.max().item(), causal_leak, rep_loss
 
 
 def main():
@@ -72,6 +83,7 @@ def main():
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--save", default=None, help="write the final state_dict here")
     p.add_argument("--periodic", action="store_true", help="dense repeats (see periodic_batch)")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -97,9 +109,12 @@ def main():
         opt.step()
         smooth = loss.item() if smooth is None else 0.95 * smooth + 0.05 * loss.item()
         if (step + 1) % a.eval_every == 0:
-            ind, prev, leak = scores(model)
+            ind, prev, leak, rep_loss = scores(model)
             print(f"step {step + 1:5d} loss {smooth:.3f} induction {ind:.3f} prev {prev:.3f} "
-                  f"causal_leak {leak:.1e} {time.time() - t0:.0f}s", flush=True)
+                  f"rep_loss {rep_loss:.3f} causal_leak {leak:.1e} {time.time() - t0:.0f}s",
+                  flush=True)
+    if a.save:
+        torch.save(model.state_dict(), a.save)
 
 
 if __name__ == "__main__":
