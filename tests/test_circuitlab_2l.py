@@ -1,0 +1,200 @@
+"""The committed circuitlab-2l checkpoint really contains the course's induction circuit.
+
+Every prompt here is held out from training: the name pairings (Alex Hart, Alex Carroll,
+Sarah Hart, ... see HELDOUT_PAIRS in the training script) never occur in the corpus, and
+the "other templates" prompts use sentences the corpus never generates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CKPT = REPO / "circuitlab" / "data" / "circuitlab-2l.pt"
+SCRIPT = REPO / "training" / "train_circuitlab_2l.py"
+
+# The training script owns the corpus definition (held-out pairs, templates, score
+# definitions); importing it also puts the repository root on sys.path.
+_spec = importlib.util.spec_from_file_location("train_circuitlab_2l", SCRIPT)
+corpus = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(corpus)
+
+from circuitlab.checkpoint import load_compact  # noqa: E402
+from circuitlab.tokenizer import gpt2_tokenizer  # noqa: E402
+
+if not CKPT.exists():
+    pytest.skip(f"{CKPT.name} not trained yet: run training/train_circuitlab_2l.py --out {CKPT}",
+                allow_module_level=True)
+
+CLEAN = "Her name was Alex Hart. Tomorrow at lunch time Alex"
+SURNAME_CORRUPT = "Her name was Alex Carroll. Tomorrow at lunch time Alex"
+FIRST_NAME_CORRUPT = "Her name was Sarah Hart. Tomorrow at lunch time Alex"
+QUERY_CORRUPT = "Her name was Alex Hart. Tomorrow at lunch time Sarah"
+SURNAME_POS, FINAL_POS = 5, -1  # after BOS: Her name was Alex [Hart] ... Alex
+
+
+def build_model(path: Path = CKPT):
+    """The course's way of booting a TL 4 model from an HF model (to be replaced by load_model)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf = load_compact(path)
+    model = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=gpt2_tokenizer(),
+                                                device="cpu")
+    model.enable_compatibility_mode(disable_warnings=True)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_grad_enabled(False)
+    yield build_model()
+    torch.set_grad_enabled(True)
+
+
+def metric(model, logits: torch.Tensor) -> float:
+    """logit(' Hart') - logit(' Carroll') at the final position."""
+    last = logits[0, -1]
+    return (last[model.to_single_token(" Hart")] - last[model.to_single_token(" Carroll")]).item()
+
+
+def top_token(model, text: str) -> str:
+    return model.to_string(model(model.to_tokens(text))[0, -1].argmax())
+
+
+def best_heads(model) -> tuple[int, float, int, float]:
+    """(layer-0 previous-token head, its score, layer-1 induction head, its score)."""
+    _, cache = model.run_with_cache(model.to_tokens(corpus.HELDOUT_TEXT))
+    prev = corpus.prev_token_scores(cache["blocks.0.attn.hook_pattern"][0])
+    g = torch.Generator().manual_seed(0)
+    span, n = 20, 8
+    lo, hi = corpus.RANDOM_IDS[0], corpus.RANDOM_IDS[-1] + 1
+    xs = torch.stack([lo + torch.randperm(hi - lo, generator=g)[:span] for _ in range(n)])
+    bos = torch.full((n, 1), model.tokenizer.bos_token_id)
+    _, cache = model.run_with_cache(torch.cat([bos, xs, xs], dim=1))
+    ind = corpus.induction_scores(cache["blocks.1.attn.hook_pattern"].mean(0), span)
+    return int(prev.argmax()), prev.max().item(), int(ind.argmax()), ind.max().item()
+
+
+def test_checkpoint_is_compact_and_deterministic():
+    assert CKPT.stat().st_size <= 5 * 1024 * 1024
+    a, b = load_compact(CKPT), load_compact(CKPT)
+    assert not a.training
+    assert a.config.vocab_size == 50257 and a.config.n_layer == 2
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_prompts_are_held_out():
+    held = set(corpus.HELDOUT_PAIRS)
+    assert {("Alex", "Hart"), ("Alex", "Carroll"), ("Sarah", "Hart")} <= held
+    assert not set(corpus.HELDOUT_INTROS) & set(corpus.TRAIN_INTROS)
+    assert not set(corpus.HELDOUT_QUERIES) & set(corpus.TRAIN_QUERIES)
+    corpus.check_corpus(gpt2_tokenizer())  # held-out text uses only trained tokens
+
+
+def test_course_prompt_predicts_the_surname(model):
+    assert top_token(model, CLEAN) == " Hart"
+    assert top_token(model, SURNAME_CORRUPT) == " Carroll"
+    assert metric(model, model(model.to_tokens(CLEAN))) > 0
+
+
+@pytest.mark.parametrize("prompt,answer,other", corpus.heldout_prompts())
+def test_heldout_pairs_in_heldout_templates(model, prompt, answer, other):
+    logits = model(model.to_tokens(prompt))[0, -1]
+    assert model.to_string(logits.argmax()) == " " + answer
+    assert logits[model.to_single_token(" " + answer)] > logits[model.to_single_token(" " + other)]
+
+
+def test_previous_token_and_induction_heads(model):
+    _, prev, _, ind = best_heads(model)
+    assert prev >= 0.5
+    assert ind >= 0.5
+
+
+def _patched_metric(model, clean, corrupt_cache, hook: str, pos: int) -> float:
+    def patch(act, hook):
+        act[:, pos] = corrupt_cache[hook.name][:, pos]
+        return act
+
+    return metric(model, model.run_with_hooks(clean, fwd_hooks=[(hook, patch)]))
+
+
+def test_residual_patching_locates_the_crossing(model):
+    clean = model.to_tokens(CLEAN)
+    assert model.to_string(clean[0, SURNAME_POS]) == " Hart"
+    _, corrupt_cache = model.run_with_cache(model.to_tokens(SURNAME_CORRUPT))
+    assert metric(model, model(clean)) > 0
+
+    def flips(hook, pos):
+        return _patched_metric(model, clean, corrupt_cache, hook, pos) < 0
+
+    # The surname's identity lives at its own position until layer 1 moves it ...
+    assert flips("blocks.0.hook_resid_pre", SURNAME_POS)
+    assert flips("blocks.0.hook_resid_post", SURNAME_POS)
+    # ... and reaches the final position only in layer 1.
+    assert not flips("blocks.0.hook_resid_pre", FINAL_POS)
+    assert not flips("blocks.0.hook_resid_post", FINAL_POS)
+    assert flips("blocks.1.hook_resid_post", FINAL_POS)
+
+
+def head_position_effects(model, clean_text: str, corrupt_text: str) -> torch.Tensor:
+    """[layer, head, pos] change in the metric when one head's z at one position is patched."""
+    clean = model.to_tokens(clean_text)
+    base = metric(model, model(clean))
+    _, corrupt_cache = model.run_with_cache(model.to_tokens(corrupt_text))
+    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, clean.shape[1]
+    effects = torch.zeros(n_layers, n_heads, n_pos)
+    for layer in range(n_layers):
+        name = f"blocks.{layer}.attn.hook_z"
+        for head in range(n_heads):
+            for pos in range(n_pos):
+                def patch(z, hook, head=head, pos=pos):
+                    z[:, pos, head] = corrupt_cache[hook.name][:, pos, head]
+                    return z
+
+                patched = model.run_with_hooks(clean, fwd_hooks=[(name, patch)])
+                effects[layer, head, pos] = metric(model, patched) - base
+    return effects
+
+
+def _argmax3(t: torch.Tensor) -> tuple[int, int, int]:
+    i = int(t.abs().argmax())
+    return tuple(int(x) for x in torch.unravel_index(torch.tensor(i), t.shape))
+
+
+def test_head_position_patching_finds_the_circuit(model):
+    prev_head, _, ind_head, _ = best_heads(model)
+    n_pos = model.to_tokens(CLEAN).shape[1]
+    effects = head_position_effects(model, CLEAN, SURNAME_CORRUPT)
+    assert _argmax3(effects) == (1, ind_head, n_pos - 1)
+    effects = head_position_effects(model, CLEAN, FIRST_NAME_CORRUPT)
+    assert _argmax3(effects) == (0, prev_head, SURNAME_POS)
+
+
+def _slow_enabled(config) -> bool:
+    return "slow" in (config.getoption("-m") or "") or os.environ.get("CIRCUITLAB_SLOW") == "1"
+
+
+@pytest.mark.slow
+def test_retraining_reproduces_the_scores(request, tmp_path):
+    """Retrain with the script's default recipe (8,000 steps; about an hour on 2 CPU cores)."""
+    if not _slow_enabled(request.config):
+        pytest.skip("retraining takes many minutes: run with -m slow")
+    out = tmp_path / "circuitlab-2l.pt"
+    scores = corpus.main(["--out", str(out), "--eval-every", "0"])
+    assert scores["induction"] >= 0.5 and scores["prev_token"] >= 0.5
+    assert scores["logit_diff"] > 0 and scores["course_top1"] == 1
+    torch.set_grad_enabled(False)
+    try:
+        m = build_model(out)
+        assert top_token(m, CLEAN) == " Hart"
+        _, prev, _, ind = best_heads(m)
+        assert prev >= 0.5 and ind >= 0.5
+    finally:
+        torch.set_grad_enabled(True)
