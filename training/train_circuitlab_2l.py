@@ -9,7 +9,7 @@ The corpus is synthetic and generated here, from a fixed seed:
   induction circuit is also what predicts the surname in the course's prompts.
 
 Some name pairings and some sentence templates are never generated in training; the tests
-(tests/test_circuitlab_2l.py) use exactly those to check the circuit on unseen prompts.
+(training/test_circuit_acceptance.py) use exactly those to check the circuit on unseen prompts.
 
 The loss covers only tokens that can be predicted: in random-span rows, the repeats
 (not the first copy of a span, which is pure noise); in names rows, every token.
