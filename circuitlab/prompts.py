@@ -67,9 +67,11 @@ TEMPLATES = [
 ]
 
 
-def random_case(rng: random.Random) -> PatchingCase:
-    """A fresh prompt pair: a random template, names and corruption kind."""
-    template = rng.choice(TEMPLATES)
+SHORT_TEMPLATE = "{first} {last} {again}"  # 4 positions with BOS: big-model sweeps take seconds
+
+
+def _draw_case(rng: random.Random, template: str, label: str) -> PatchingCase:
+    """Names and a corruption kind drawn from ``rng``, filled into ``template``."""
     first, other_first = rng.sample(FIRST_NAMES, 2)
     last, other_last = rng.sample(SURNAMES, 2)
     kind = rng.choice(sorted(CORRUPTIONS))
@@ -80,9 +82,23 @@ def random_case(rng: random.Random) -> PatchingCase:
         "second_name": dict(first=first, last=last, again=other_first),
     }[kind]
     return PatchingCase(
-        f"random {kind} case",
+        f"{label} {kind} {'case' if label == 'random' else 'corruption'}",
         clean,
         template.format(**corrupt_names),
         f" {last}",
         f" {other_last}",
     )
+
+
+def random_case(rng: random.Random) -> PatchingCase:
+    """A fresh prompt pair: a random template, names and corruption kind."""
+    return _draw_case(rng, rng.choice(TEMPLATES), "random")
+
+
+def short_case(model, rng: random.Random) -> PatchingCase:
+    """A seeded four-token pair (first name, surname, first name again) whose clean and
+    corrupt prompts tokenize to the same length on ``model``."""
+    while True:
+        case = _draw_case(rng, SHORT_TEMPLATE, "short")
+        if model.to_tokens(case.clean_prompt).shape == model.to_tokens(case.corrupt_prompt).shape:
+            return case

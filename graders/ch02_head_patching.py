@@ -9,39 +9,13 @@ import torch
 from transformer_lens.hook_points import HookPoint
 
 from circuitlab import fast_patching as fast
-from circuitlab.prompts import CORRUPTIONS, FIRST_NAMES, SURNAMES, PatchingCase
+from circuitlab.prompts import CORRUPTIONS, PatchingCase, short_case
 from graders.compare import close_tensor
 from graders.engine import Case, Exercise, Mistake
 from graders.models import GradingModel
 from solutions import ch02_head_patching as ref
 
 CHAPTER = "02_head_patching"
-SHORT_TEMPLATE = "{first} {last} {again}"  # 4 positions with BOS: keeps gpt2-small sweeps to seconds
-
-
-def short_case(model, rng: random.Random) -> PatchingCase:
-    """A seeded four-token prompt pair (first name, surname, first name again) whose
-    clean and corrupt prompts tokenize to the same length on `model`."""
-    while True:
-        first, other_first = rng.sample(FIRST_NAMES, 2)
-        last, other_last = rng.sample(SURNAMES, 2)
-        kind = rng.choice(sorted(CORRUPTIONS))
-        corrupt = {
-            "surname": dict(first=first, last=other_last, again=first),
-            "first_name": dict(first=other_first, last=last, again=first),
-            "second_name": dict(first=first, last=last, again=other_first),
-        }[kind]
-        case = PatchingCase(
-            f"short {kind} corruption",
-            SHORT_TEMPLATE.format(first=first, last=last, again=first),
-            SHORT_TEMPLATE.format(**corrupt),
-            f" {last}",
-            f" {other_last}",
-        )
-        if model.to_tokens(case.clean_prompt).shape == model.to_tokens(case.corrupt_prompt).shape:
-            return case
-
-
 def sweep_pairs(gm: GradingModel, rng: random.Random) -> list[PatchingCase]:
     """gelu-2l: the tutorial's surname corruption and two short pairs; gpt2-small (144
     heads): one short pair, so a head × position sweep stays a few forward passes."""
