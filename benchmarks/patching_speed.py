@@ -32,6 +32,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--tl-cells", type=int, default=400, help="most cells TL runs per sweep before sampling")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each of our sweeps (median)")
     parser.add_argument("--skip-graders", action="store_true", help="only the sweeps")
+    parser.add_argument("--skip-sweeps", action="store_true", help="only the checks")
     return parser.parse_args()
 
 
@@ -168,8 +169,9 @@ def main() -> None:
           f"transformer-lens {version('transformer-lens')}")
     print("Prompt pair: the tutorial's surname corruption. Times are medians; "
           "'fwd' = the time of that many forward passes of the model.\n")
-    for name in ("gelu-2l", "gpt2-small"):
-        bench_sweeps(name)
+    if not ARGS.skip_sweeps:
+        for name in ("gelu-2l", "gpt2-small"):
+            bench_sweeps(name)
     if not ARGS.skip_graders:
         bench_graders()
 
