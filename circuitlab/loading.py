@@ -6,7 +6,8 @@ compatibility mode, eval mode, on the requested device):
 * ``weights="pretrained"`` -- the real TL 4 loaders: ``boot_transformers`` for
   Hugging Face-format repos (gpt2-small), ``boot_tl_legacy`` for the legacy
   TransformerLens-format repo of gelu-2l. Works online, or offline from an
-  existing Hugging Face cache.
+  existing Hugging Face cache. circuitlab-2l, the course's own small model, ships
+  inside the package (``circuitlab/data``) and never needs the hub.
 * ``weights="random"`` -- a seeded random-weight twin with the model's exact
   shape and the GPT-2 tokenizer, built with no network. Graders and tests use it.
 """
@@ -41,6 +42,7 @@ class ModelSpec:
     d_mlp: int
     act_fn: str  # Hugging Face GPT-2 activation name for the random twin
     tied_embeddings: bool
+    packaged: bool = False  # weights ship in circuitlab/data/<weights_file>, not on the hub
 
     @property
     def d_head(self) -> int:
@@ -72,6 +74,19 @@ MODELS: dict[str, ModelSpec] = {
         act_fn="gelu_new",
         tied_embeddings=True,
     ),
+    "circuitlab-2l": ModelSpec(
+        name="circuitlab-2l",
+        repo="",
+        legacy_tl=False,
+        weights_file="circuitlab-2l.pt",
+        n_layers=2,
+        d_model=128,
+        n_heads=4,
+        d_mlp=512,
+        act_fn="gelu",
+        tied_embeddings=False,
+        packaged=True,
+    ),
 }
 ALIASES = {"gpt2": "gpt2-small", "gelu_2l": "gelu-2l", "NeelNanda/GELU_2L512W_C4_Code": "gelu-2l"}
 
@@ -97,8 +112,15 @@ def weights_cached(name: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     spec = resolve_name(name)
+    if spec.packaged:
+        return packaged_weights(spec).is_file()
     found = [try_to_load_from_cache(spec.repo, f) for f in ("config.json", spec.weights_file)]
     return all(isinstance(path, str) for path in found)
+
+
+def packaged_weights(spec: ModelSpec) -> Path:
+    """Where a model that ships with the course keeps its checkpoint."""
+    return Path(__file__).parent / "data" / spec.weights_file
 
 
 def load_model(
@@ -109,8 +131,8 @@ def load_model(
     """Load a course model as a TransformerBridge in compatibility mode and eval mode.
 
     Args:
-        name: "gelu-2l" or "gpt2-small"; None for the course default (pretrained
-            gelu-2l when its weights are cached, else the offline default).
+        name: "gelu-2l", "gpt2-small" or "circuitlab-2l"; None for the course
+            default (pretrained gelu-2l when its weights are cached, else circuitlab-2l).
         weights: "pretrained" for the real weights (hub or local cache), or
             "random" for the seeded random-weight twin of the same shape.
         device: where to put the model; CUDA when available by default.
@@ -133,10 +155,13 @@ def load_model(
 
 
 def default_model() -> tuple[str, Weights]:
-    """The course default: pretrained gelu-2l when cached here, else its offline stand-in."""
+    """The course default: pretrained gelu-2l when cached here, else circuitlab-2l, the
+    small model trained for this course, which ships with the package."""
     if weights_cached("gelu-2l"):
         return "gelu-2l", "pretrained"
-    return "gelu-2l", "random"
+    if weights_cached("circuitlab-2l"):
+        return "circuitlab-2l", "pretrained"
+    return "gelu-2l", "random"  # only in a checkout whose checkpoint was deleted
 
 
 def _offline() -> bool:
@@ -157,6 +182,8 @@ def _unavailable_message(spec: ModelSpec, reason: str) -> str:
 def _boot_pretrained(spec: ModelSpec, device: str):
     from transformer_lens.model_bridge import TransformerBridge
 
+    if spec.packaged:
+        return _boot_packaged(spec, device)
     if _offline() and not weights_cached(spec.name):
         raise WeightsUnavailableError(
             _unavailable_message(spec, "HF_HUB_OFFLINE is set and the local cache lacks them.")
@@ -169,6 +196,23 @@ def _boot_pretrained(spec: ModelSpec, device: str):
     except (OSError, ConnectionError) as err:
         # The hub client reports "no network and not cached" as OSError subclasses.
         raise WeightsUnavailableError(_unavailable_message(spec, str(err).splitlines()[0])) from err
+
+
+def _boot_packaged(spec: ModelSpec, device: str):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from circuitlab.checkpoint import load_compact
+
+    path = packaged_weights(spec)
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"{spec.name}'s checkpoint is not in this installation ({path}). Train it with "
+            f"`python training/train_circuitlab_2l.py --out {path}` from a checkout of the "
+            f"course (see circuitlab/data/{spec.name}.md), or use "
+            f"load_model('{spec.name}', weights='random') for its shape with random weights."
+        )
+    hf = load_compact(path)
+    return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=gpt2_tokenizer(), device=device)
 
 
 def _snapshot_files(repo_id: str) -> list[str]:

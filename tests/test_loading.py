@@ -192,3 +192,49 @@ def test_random_hf_model_does_not_touch_global_rng():
     torch.manual_seed(123)
     random_hf_model(MODELS["gelu-2l"])
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def _empty_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_packaged_model_loads_its_checkpoint_and_becomes_the_default(tmp_path, monkeypatch):
+    from circuitlab import loading
+    from circuitlab.checkpoint import save_compact
+
+    spec = MODELS["circuitlab-2l"]
+    hf = random_hf_model(spec, seed=7)
+    path = tmp_path / "circuitlab-2l.pt"
+    save_compact(hf, range(1000, 1500), path)
+    monkeypatch.setattr(loading, "packaged_weights", lambda _spec: path)
+    _empty_hub_cache(tmp_path, monkeypatch)  # no gelu-2l here, so the packaged model is the default
+
+    assert loading.default_model() == ("circuitlab-2l", "pretrained")
+    model = load_model(device="cpu")
+    assert model.course_name == "circuitlab-2l (pretrained)"
+    assert not model.training
+    assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.n_heads, model.cfg.d_mlp) == (2, 128, 4, 512)
+    tokens = torch.arange(1000, 1020)[None]  # trained rows only: the others are regenerated
+    with torch.no_grad():
+        ours = model(tokens).log_softmax(-1)[..., 1000:1500]
+        theirs = hf(tokens).logits.log_softmax(-1)[..., 1000:1500]
+    # Log-probs over the whole vocabulary differ only through the regenerated rows' logits,
+    # so compare the trained block after renormalising it.
+    torch.testing.assert_close(ours - ours.logsumexp(-1, keepdim=True),
+                               theirs - theirs.logsumexp(-1, keepdim=True), atol=1e-4, rtol=1e-4)
+
+
+def test_missing_packaged_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
+    from circuitlab import loading
+
+    monkeypatch.setattr(loading, "packaged_weights", lambda _spec: tmp_path / "absent.pt")
+    _empty_hub_cache(tmp_path, monkeypatch)
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_model("circuitlab-2l")
+    assert "training/train_circuitlab_2l.py" in str(info.value)
+    assert "weights='random'" in str(info.value)
+    # With neither gelu-2l's weights nor the packaged checkpoint, the default is gelu-2l's twin.
+    assert loading.default_model() == ("gelu-2l", "random")

@@ -39,15 +39,13 @@ SURNAME_POS, FINAL_POS = 5, -1  # after BOS: Her name was Alex [Hart] ... Alex
 
 
 def build_model(path: Path = CKPT):
-    """The course's way of booting a TL 4 model from an HF model (to be replaced by load_model)."""
-    from transformer_lens.model_bridge import TransformerBridge
+    """circuitlab-2l through the course's own loader, from ``path``."""
+    from unittest import mock
 
-    hf = load_compact(path)
-    model = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=gpt2_tokenizer(),
-                                                device="cpu")
-    model.enable_compatibility_mode(disable_warnings=True)
-    model.eval()
-    return model
+    from circuitlab import loading
+
+    with mock.patch.object(loading, "packaged_weights", lambda _spec: path):
+        return loading.load_model("circuitlab-2l", device="cpu")
 
 
 @pytest.fixture(scope="module")
