@@ -161,12 +161,49 @@ def random_span_row(rng: random.Random, bos: int) -> tuple[list[int], list[bool]
     """
     row, known = [bos], [False]
     while len(row) < SEQ_LEN:
-        gap = rng.sample(RANDOM_IDS, rng.randint(0, 16 if len(row) == 1 else 6))
+        gap = rng.sample(RANDOM_IDS, rng.randint(0, 0 if MAX_GAP == 0 else 16 if len(row) == 1 else MAX_GAP))
         span = rng.sample(RANDOM_IDS, rng.randint(8, 24))  # no repeats inside a span
         row += gap + span + span
         # The first repeated token cannot be foreseen (the span just ended), the rest can.
         known += [False] * (len(gap) + len(span) + 1) + [True] * (len(span) - 1)
     return row[:SEQ_LEN], known[:SEQ_LEN]
+
+
+MIN_SPAN = 8
+MAX_GAP = 6  # unrepeated tokens before each span of a random_span_row (the first: up to 16)
+MULTI_GAP = 4  # unrepeated tokens between the copies of a repeated_span_row
+
+
+def repeated_span_row(rng: random.Random, bos: int) -> tuple[list[int], list[bool]]:
+    """BOS, then one random span repeated again and again, random gaps between the copies.
+
+    The gaps (unrepeated random tokens) change the distance between copies, so the only way
+    to predict a repeat is to find the earlier occurrence of the current token by content.
+    Most of the row is repeats, so the signal is dense.
+    """
+    span = rng.sample(RANDOM_IDS, rng.randint(MIN_SPAN, 24))  # no repeats inside a span
+    row, known = [bos], [False]
+    first = True
+    while len(row) < SEQ_LEN:
+        gap = [rng.choice(RANDOM_IDS) for _ in range(rng.randint(0, 8 if first else MULTI_GAP))]
+        row += gap + span
+        # A copy's first token follows a random gap, so only the rest is predictable.
+        known += [False] * (len(gap) + 1) + [not first] * (len(span) - 1)
+        first = False
+    return row[:SEQ_LEN], known[:SEQ_LEN]
+
+
+def echo_row(rng: random.Random, bos: int) -> tuple[list[int], list[bool]]:
+    """BOS, then random tokens where each one, with probability 0.3, repeats the token two
+    places back: a head that attends to the previous token predicts those on its own.
+
+    No fixed phase, so the head it teaches is a plain previous-token head.
+    """
+    row = [bos, rng.choice(RANDOM_IDS)]
+    while len(row) < SEQ_LEN:
+        echo = len(row) >= 3 and rng.random() < 0.3
+        row.append(row[-2] if echo else rng.choice(RANDOM_IDS))
+    return row, [False] + [True] * (SEQ_LEN - 1)
 
 
 def vocabulary(tok) -> list[int]:
@@ -273,17 +310,18 @@ def evaluate(model, tok, id_map=None, n_seqs: int = 8, span: int = 20) -> dict[s
 # Training
 
 
-def model_config(vocab_size: int):
+def model_config(vocab_size: int, tied: bool = False):
     from transformers import GPT2Config
 
     return GPT2Config(
         vocab_size=vocab_size, n_positions=128, n_embd=128, n_layer=2, n_head=4,
         activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=False, bos_token_id=50256, eos_token_id=50256,
+        tie_word_embeddings=tied, bos_token_id=50256, eos_token_id=50256,
     )
 
 
-def make_batch(rng: random.Random, tok, batch: int, p_random: float, predictable_only: bool):
+def make_batch(rng: random.Random, tok, batch: int, p_random: float, predictable_only: bool,
+               span_style: str = "pairs", p_echo: float = 0.0):
     """(GPT-2 ids [batch, SEQ_LEN], loss mask on targets [batch, SEQ_LEN - 1]).
 
     With ``predictable_only`` the loss skips the first copy of each random span: those
@@ -294,8 +332,12 @@ def make_batch(rng: random.Random, tok, batch: int, p_random: float, predictable
     bos = tok.bos_token_id
     rows, masks = [], []
     for _ in range(batch):
-        if rng.random() < p_random:
-            row, known = random_span_row(rng, bos)
+        r = rng.random()
+        if r < p_echo:
+            row, known = echo_row(rng, bos)
+        elif r < p_echo + (1 - p_echo) * p_random:
+            make_row = repeated_span_row if span_style == "multi" else random_span_row
+            row, known = make_row(rng, bos)
             if not predictable_only:
                 known = [True] * len(row)
         else:
@@ -318,6 +360,22 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 200) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def sinusoidal_positions(n: int, d: int, std: float = 0.02):
+    """Sine/cosine position vectors scaled to GPT-2's init std: a smooth start for wpe.
+
+    Neighbouring positions then differ by a fixed rotation, so a previous-token head
+    needs one query/key map instead of one per position.
+    """
+    import torch
+
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(1000.0) * torch.arange(0, d, 2, dtype=torch.float32) / d)
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq)
+    return pe * std * math.sqrt(2)
+
+
 def widen(small, token_ids: list[int]):
     """Copy a reduced-vocabulary model into a full-GPT-2-vocabulary one (other rows random)."""
     import torch
@@ -325,6 +383,8 @@ def widen(small, token_ids: list[int]):
 
     full = GPT2LMHeadModel(model_config(50257))
     state = small.state_dict()
+    # A tied model's unembedding is its embedding; the full model stores both.
+    state.setdefault("lm_head.weight", state["transformer.wte.weight"])
     ids = torch.tensor(token_ids)
     with torch.no_grad():
         for name, p in full.state_dict().items():
@@ -337,7 +397,9 @@ def widen(small, token_ids: list[int]):
 
 def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
           curriculum_steps: int, eval_every: int, seed: int = SEED,
-          bf16: bool = True, predictable_only: bool = True) -> dict[str, float]:
+          bf16: bool = True, predictable_only: bool = True, span_style: str = "pairs",
+          pos_init: str = "random", p_echo: float = 0.0, pos_offset: int = 0,
+          tied: bool = False) -> dict[str, float]:
     import torch
     from transformers import GPT2LMHeadModel
 
@@ -352,14 +414,18 @@ def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
     id_map = torch.full((len(tok),), -1, dtype=torch.long)
     id_map[torch.tensor(token_ids)] = torch.arange(len(token_ids))
 
-    cfg = model_config(len(token_ids))
+    cfg = model_config(len(token_ids), tied)
     cfg._attn_implementation = "eager"  # so evaluate() can read attention patterns
     model = GPT2LMHeadModel(cfg)
+    if pos_init == "sinusoidal":
+        with torch.no_grad():
+            model.transformer.wpe.weight.copy_(sinusoidal_positions(*model.transformer.wpe.weight.shape))
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vocabulary {len(token_ids)} ids, {n_params:,} parameters, {steps} steps, "
           f"batch {batch}x{SEQ_LEN}, lr {lr}, curriculum {curriculum_steps}, {threads} threads, "
-          f"bf16 autocast {bf16}, loss on predictable tokens only {predictable_only}", flush=True)
+          f"bf16 autocast {bf16}, loss on predictable tokens only {predictable_only}, "
+          f"spans {span_style}, positions {pos_init}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
 
     start = time.time()
@@ -367,11 +433,14 @@ def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
     for step in range(steps):
         # Optional curriculum: mostly random spans first, so induction forms early.
         p_random = 0.9 if step < curriculum_steps else 0.5
-        x, mask = make_batch(rng, tok, batch, p_random, predictable_only)
+        x, mask = make_batch(rng, tok, batch, p_random, predictable_only, span_style, p_echo)
         x = id_map[x]
+        # Rows start at a random absolute position, so "how far from the start" is no cue.
+        first_pos = torch.randint(0, pos_offset + 1, (batch, 1))
+        position_ids = first_pos + torch.arange(SEQ_LEN)
         # bf16 autocast halves the step time on CPUs with bf16 support; weights stay fp32.
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).logits[:, :-1]
+            logits = model(x, position_ids=position_ids).logits[:, :-1]
         loss = torch.nn.functional.cross_entropy(logits[mask].float(), x[:, 1:][mask])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr)
@@ -419,9 +488,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                    help="bf16 autocast for the forward pass (--no-bf16: plain fp32)")
     p.add_argument("--predictable-only", action=argparse.BooleanOptionalAction, default=True,
                    help="no loss on the first copy of random spans")
+    p.add_argument("--span-style", choices=["pairs", "multi"], default="pairs",
+                   help="pairs: spans each repeated once; multi: one span repeated with random gaps")
+    p.add_argument("--pos-init", choices=["random", "sinusoidal"], default="random")
+    p.add_argument("--tied", action=argparse.BooleanOptionalAction, default=False,
+                   help="train with tied embedding/unembedding (saved untied, equal trained rows)")
+    p.add_argument("--min-span", type=int, default=8)
+    p.add_argument("--max-gap", type=int, default=6)
+    p.add_argument("--multi-gap", type=int, default=4)
+    p.add_argument("--p-echo", type=float, default=0.0, help="fraction of 'a b a' rows")
+    p.add_argument("--pos-offset", type=int, default=0, help="rows start at a random position up to this")
     a = p.parse_args(argv)
+    global MIN_SPAN, MAX_GAP, MULTI_GAP
+    MIN_SPAN, MAX_GAP, MULTI_GAP = a.min_span, a.max_gap, a.multi_gap
     return train(a.steps, a.out, a.threads, a.lr, a.batch, a.curriculum_steps, a.eval_every,
-                 a.seed, a.bf16, a.predictable_only)
+                 a.seed, a.bf16, a.predictable_only, a.span_style, a.pos_init,
+                 a.p_echo, a.pos_offset, a.tied)
 
 
 if __name__ == "__main__":
