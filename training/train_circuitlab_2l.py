@@ -172,6 +172,7 @@ def random_span_row(rng: random.Random, bos: int) -> tuple[list[int], list[bool]
 MIN_SPAN = 8
 MAX_GAP = 6  # unrepeated tokens before each span of a random_span_row (the first: up to 16)
 MULTI_GAP = 4  # unrepeated tokens between the copies of a repeated_span_row
+LOG_SPANS = False  # draw repeated_span_row lengths log-uniformly, so short spans are common
 
 
 def repeated_span_row(rng: random.Random, bos: int) -> tuple[list[int], list[bool]]:
@@ -181,7 +182,8 @@ def repeated_span_row(rng: random.Random, bos: int) -> tuple[list[int], list[boo
     to predict a repeat is to find the earlier occurrence of the current token by content.
     Most of the row is repeats, so the signal is dense.
     """
-    span = rng.sample(RANDOM_IDS, rng.randint(MIN_SPAN, 24))  # no repeats inside a span
+    n = round(math.exp(rng.uniform(math.log(MIN_SPAN), math.log(24)))) if LOG_SPANS else rng.randint(MIN_SPAN, 24)
+    span = rng.sample(RANDOM_IDS, n)  # no repeats inside a span
     row, known = [bos], [False]
     first = True
     while len(row) < SEQ_LEN:
@@ -496,11 +498,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--min-span", type=int, default=8)
     p.add_argument("--max-gap", type=int, default=6)
     p.add_argument("--multi-gap", type=int, default=4)
+    p.add_argument("--log-spans", action="store_true", help="multi: span lengths log-uniform (short ones common)")
     p.add_argument("--p-echo", type=float, default=0.0, help="fraction of 'a b a' rows")
     p.add_argument("--pos-offset", type=int, default=0, help="rows start at a random position up to this")
     a = p.parse_args(argv)
-    global MIN_SPAN, MAX_GAP, MULTI_GAP
-    MIN_SPAN, MAX_GAP, MULTI_GAP = a.min_span, a.max_gap, a.multi_gap
+    global MIN_SPAN, MAX_GAP, MULTI_GAP, LOG_SPANS
+    MIN_SPAN, MAX_GAP, MULTI_GAP, LOG_SPANS = a.min_span, a.max_gap, a.multi_gap, a.log_spans
     return train(a.steps, a.out, a.threads, a.lr, a.batch, a.curriculum_steps, a.eval_every,
                  a.seed, a.bf16, a.predictable_only, a.span_style, a.pos_init,
                  a.p_echo, a.pos_offset, a.tied)
