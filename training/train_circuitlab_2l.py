@@ -499,7 +499,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--max-gap", type=int, default=6)
     p.add_argument("--multi-gap", type=int, default=4)
     p.add_argument("--log-spans", action="store_true", help="multi: span lengths log-uniform (short ones common)")
-    p.add_argument("--p-echo", type=float, default=0.0, help="fraction of 'a b a' rows")
+    p.add_argument("--p-echo", type=float, default=0.0,
+                   help="fraction of echo rows (each token repeats the one two back with probability 0.3)")
     p.add_argument("--pos-offset", type=int, default=0, help="rows start at a random position up to this")
     a = p.parse_args(argv)
     global MIN_SPAN, MAX_GAP, MULTI_GAP, LOG_SPANS
