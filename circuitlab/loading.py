@@ -161,7 +161,7 @@ def default_model() -> tuple[str, Weights]:
         return "gelu-2l", "pretrained"
     if weights_cached("circuitlab-2l"):
         return "circuitlab-2l", "pretrained"
-    return "gelu-2l", "random"  # only in a checkout whose checkpoint was deleted
+    return "gelu-2l", "random"  # until circuitlab-2l's checkpoint exists (see its model card)
 
 
 def _offline() -> bool:
@@ -182,7 +182,7 @@ def _unavailable_message(spec: ModelSpec, reason: str) -> str:
 def _boot_pretrained(spec: ModelSpec, device: str):
     from transformer_lens.model_bridge import TransformerBridge
 
-    if spec.packaged:
+    if spec.packaged:  # ships with the course: no hub, no cache
         return _boot_packaged(spec, device)
     if _offline() and not weights_cached(spec.name):
         raise WeightsUnavailableError(
@@ -199,8 +199,6 @@ def _boot_pretrained(spec: ModelSpec, device: str):
 
 
 def _boot_packaged(spec: ModelSpec, device: str):
-    from transformer_lens.model_bridge import TransformerBridge
-
     from circuitlab.checkpoint import load_compact
 
     path = packaged_weights(spec)
@@ -211,8 +209,7 @@ def _boot_packaged(spec: ModelSpec, device: str):
             f"course (see circuitlab/data/{spec.name}.md), or use "
             f"load_model('{spec.name}', weights='random') for its shape with random weights."
         )
-    hf = load_compact(path)
-    return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=gpt2_tokenizer(), device=device)
+    return _bridge_from_hf(load_compact(path), device)
 
 
 def _snapshot_files(repo_id: str) -> list[str]:
@@ -269,7 +266,11 @@ def random_hf_model(spec: ModelSpec, seed: int = RANDOM_SEED):
 
 
 def _boot_random_twin(spec: ModelSpec, device: str):
+    return _bridge_from_hf(random_hf_model(spec), device)
+
+
+def _bridge_from_hf(hf, device: str):
+    """A bridge around an in-memory Hugging Face GPT-2 model, with the course tokenizer."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    hf = random_hf_model(spec)
     return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=gpt2_tokenizer(), device=device)

@@ -71,7 +71,8 @@ SHORT_TEMPLATE = "{first} {last} {again}"  # 4 positions with BOS: big-model swe
 
 
 def _draw_case(rng: random.Random, template: str, label: str) -> PatchingCase:
-    """Names and a corruption kind drawn from ``rng``, filled into ``template``."""
+    """Names and a corruption kind drawn from ``rng``, filled into ``template``;
+    ``label`` names the case, with ``{kind}`` for the corruption kind."""
     first, other_first = rng.sample(FIRST_NAMES, 2)
     last, other_last = rng.sample(SURNAMES, 2)
     kind = rng.choice(sorted(CORRUPTIONS))
@@ -82,7 +83,7 @@ def _draw_case(rng: random.Random, template: str, label: str) -> PatchingCase:
         "second_name": dict(first=first, last=last, again=other_first),
     }[kind]
     return PatchingCase(
-        f"{label} {kind} {'case' if label == 'random' else 'corruption'}",
+        label.format(kind=kind),
         clean,
         template.format(**corrupt_names),
         f" {last}",
@@ -92,13 +93,13 @@ def _draw_case(rng: random.Random, template: str, label: str) -> PatchingCase:
 
 def random_case(rng: random.Random) -> PatchingCase:
     """A fresh prompt pair: a random template, names and corruption kind."""
-    return _draw_case(rng, rng.choice(TEMPLATES), "random")
+    return _draw_case(rng, rng.choice(TEMPLATES), "random {kind} case")
 
 
 def short_case(model, rng: random.Random) -> PatchingCase:
     """A seeded four-token pair (first name, surname, first name again) whose clean and
     corrupt prompts tokenize to the same length on ``model``."""
     while True:
-        case = _draw_case(rng, SHORT_TEMPLATE, "short")
+        case = _draw_case(rng, SHORT_TEMPLATE, "short {kind} corruption")
         if model.to_tokens(case.clean_prompt).shape == model.to_tokens(case.corrupt_prompt).shape:
             return case
