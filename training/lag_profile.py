@@ -18,16 +18,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from circuitlab.checkpoint import load_compact  # noqa: E402
+from training.train_circuitlab_2l import repeated_random_tokens  # noqa: E402
 
-SPAN, N_SEQS, BOS, FIRST_ID, ALPHABET = 20, 8, 50256, 1000, 500
+SPAN, N_SEQS = 20, 8
 
 
 def lag_profile(path: str) -> None:
     model = load_compact(path)
     model.config._attn_implementation = "eager"  # so attention patterns are returned
-    g = torch.Generator().manual_seed(5)
-    xs = torch.stack([torch.randperm(ALPHABET, generator=g)[:SPAN] + FIRST_ID for _ in range(N_SEQS)])
-    tokens = torch.cat([torch.full((N_SEQS, 1), BOS), xs, xs], dim=1)
+    tokens = repeated_random_tokens(N_SEQS, SPAN, seed=5)
     with torch.no_grad():
         out = model(tokens, output_attentions=True)
     logp = out.logits.log_softmax(-1)[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]

@@ -69,12 +69,9 @@ def best_heads(model) -> tuple[int, float, int, float]:
     """(layer-0 previous-token head, its score, layer-1 induction head, its score)."""
     _, cache = model.run_with_cache(model.to_tokens(corpus.HELDOUT_TEXT))
     prev = corpus.prev_token_scores(cache["blocks.0.attn.hook_pattern"][0])
-    g = torch.Generator().manual_seed(0)
-    span, n = 20, 8
-    lo, hi = corpus.RANDOM_IDS[0], corpus.RANDOM_IDS[-1] + 1
-    xs = torch.stack([lo + torch.randperm(hi - lo, generator=g)[:span] for _ in range(n)])
-    bos = torch.full((n, 1), model.tokenizer.bos_token_id)
-    _, cache = model.run_with_cache(torch.cat([bos, xs, xs], dim=1))
+    span = 20
+    tokens = corpus.repeated_random_tokens(8, span, seed=0, bos=model.tokenizer.bos_token_id)
+    _, cache = model.run_with_cache(tokens)
     ind = corpus.induction_scores(cache["blocks.1.attn.hook_pattern"].mean(0), span)
     return int(prev.argmax()), prev.max().item(), int(ind.argmax()), ind.max().item()
 

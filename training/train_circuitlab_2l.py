@@ -262,6 +262,16 @@ def induction_scores(pattern, span: int):
     return pattern[:, dst, dst - span + 1].mean(-1)
 
 
+def repeated_random_tokens(n_seqs: int, span: int, seed: int, bos: int = 50256):
+    """[n_seqs, 1 + 2 * span] GPT-2 ids: BOS + x + x, x distinct ids from RANDOM_IDS."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.stack([torch.randperm(len(RANDOM_IDS), generator=g)[:span] + RANDOM_IDS[0]
+                      for _ in range(n_seqs)])
+    return torch.cat([torch.full((n_seqs, 1), bos), xs, xs], dim=1)
+
+
 def evaluate(model, tok, id_map=None, n_seqs: int = 8, span: int = 20) -> dict[str, float]:
     """Induction (best layer-1 head), prev-token (best layer-0 head), logit diff, held-out accuracy.
 
@@ -277,14 +287,10 @@ def evaluate(model, tok, id_map=None, n_seqs: int = 8, span: int = 20) -> dict[s
         out = model(ids(tokens), output_attentions=True)
         return out.logits, out.attentions
 
-    g = torch.Generator().manual_seed(1234)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        xs = torch.stack([torch.randperm(len(RANDOM_IDS), generator=g)[:span] + RANDOM_IDS[0]
-                          for _ in range(n_seqs)])
-        rep = torch.cat([torch.full((n_seqs, 1), tok.bos_token_id), xs, xs], dim=1)
-        _, att = attn(rep)
+        _, att = attn(repeated_random_tokens(n_seqs, span, seed=1234, bos=tok.bos_token_id))
         induction = induction_scores(att[1].mean(0), span).max().item()
 
         _, att = attn([[tok.bos_token_id] + tok.encode(HELDOUT_TEXT)])
