@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from circuitlab.checkpoint import load_compact  # noqa: E402
-from training.train_circuitlab_2l import repeated_random_tokens  # noqa: E402
+from training.corpus import repeated_random_tokens  # noqa: E402
 
 SPAN, N_SEQS = 20, 8
 

@@ -7,8 +7,8 @@ the "other templates" prompts use sentences the corpus never generates.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CKPT = REPO / "circuitlab" / "data" / "circuitlab-2l.pt"
-SCRIPT = REPO / "training" / "train_circuitlab_2l.py"
-
-# The training script owns the corpus definition (held-out pairs, templates, score
-# definitions); importing it also puts the repository root on sys.path.
-_spec = importlib.util.spec_from_file_location("train_circuitlab_2l", SCRIPT)
-corpus = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(corpus)
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 from circuitlab.checkpoint import load_compact  # noqa: E402
 from circuitlab.tokenizer import gpt2_tokenizer  # noqa: E402
+from training import corpus, scores  # noqa: E402
+from training import train_circuitlab_2l as script  # noqa: E402
 
 if not CKPT.exists():
     pytest.skip(f"{CKPT.name} not trained yet: run training/train_circuitlab_2l.py --out {CKPT}",
@@ -68,11 +65,11 @@ def top_token(model, text: str) -> str:
 def best_heads(model) -> tuple[int, float, int, float]:
     """(layer-0 previous-token head, its score, layer-1 induction head, its score)."""
     _, cache = model.run_with_cache(model.to_tokens(corpus.HELDOUT_TEXT))
-    prev = corpus.prev_token_scores(cache["blocks.0.attn.hook_pattern"][0])
+    prev = scores.prev_token_scores(cache["blocks.0.attn.hook_pattern"][0])
     span = 20
     tokens = corpus.repeated_random_tokens(8, span, seed=0, bos=model.tokenizer.bos_token_id)
     _, cache = model.run_with_cache(tokens)
-    ind = corpus.induction_scores(cache["blocks.1.attn.hook_pattern"].mean(0), span)
+    ind = scores.induction_scores(cache["blocks.1.attn.hook_pattern"].mean(0), span)
     return int(prev.argmax()), prev.max().item(), int(ind.argmax()), ind.max().item()
 
 
@@ -182,9 +179,9 @@ def test_retraining_reproduces_the_scores(request, tmp_path):
     if not _slow_enabled(request.config):
         pytest.skip("retraining takes many minutes: run with -m slow")
     out = tmp_path / "circuitlab-2l.pt"
-    scores = corpus.main(["--out", str(out), "--eval-every", "0"])
-    assert scores["induction"] >= 0.5 and scores["prev_token"] >= 0.5
-    assert scores["logit_diff"] > 0 and scores["course_top1"] == 1
+    result = script.main(["--out", str(out), "--eval-every", "0"])
+    assert result["induction"] >= 0.5 and result["prev_token"] >= 0.5
+    assert result["logit_diff"] > 0 and result["course_top1"] == 1
     torch.set_grad_enabled(False)
     try:
         m = build_model(out)
