@@ -142,6 +142,7 @@ class RowShape:
     log_spans: bool = False  # multi: span lengths log-uniform, so short spans are common
     markov_noise: float = 0.25  # markov: chance a token ignores the row's successor map
     plant_near: float = 0.0  # planted: chance a copy follows the previous one within 0-2 tokens
+    echo_map: str = "identity"  # echo rows: the token two back itself, or its image under ECHO_PERMUTATION
 
     def row(self, rng: random.Random, bos: int) -> tuple[list[int], list[bool]]:
         """One row of GPT-2 ids and, per token, whether the loss may count it."""
@@ -252,16 +253,23 @@ ROW_BUILDERS = {"pairs": random_span_row, "multi": repeated_span_row, "markov": 
                 "planted": planted_row}
 
 
-def echo_row(rng: random.Random, bos: int) -> tuple[list[int], list[bool]]:
-    """BOS, then random tokens where each one, with probability 0.3, repeats the token two
-    places back: a head that attends to the previous token predicts those on its own.
+# A fixed shuffle of the random-token alphabet (the same in every run).
+ECHO_PERMUTATION = dict(zip(RANDOM_IDS, random.Random(2).sample(RANDOM_IDS, len(RANDOM_IDS))))
 
-    No fixed phase, so the head it teaches is a plain previous-token head.
+
+def echo_row(rng: random.Random, bos: int, shape: RowShape) -> tuple[list[int], list[bool]]:
+    """BOS, then random tokens where each one, with probability 0.3, is an echo of the token
+    two places back: a head that attends to the previous token predicts those on its own.
+
+    With ``echo_map="permutation"`` the echo is that token's image under ECHO_PERMUTATION,
+    so the head must carry which token came before (for the MLP to map), not just copy it
+    to the output. No fixed phase, so the head it teaches is a plain previous-token head.
     """
+    image = ECHO_PERMUTATION if shape.echo_map == "permutation" else {t: t for t in RANDOM_IDS}
     row = [bos, rng.choice(RANDOM_IDS)]
     while len(row) < SEQ_LEN:
         echo = len(row) >= 3 and rng.random() < 0.3
-        row.append(row[-2] if echo else rng.choice(RANDOM_IDS))
+        row.append(image[row[-2]] if echo else rng.choice(RANDOM_IDS))
     return row, [False] + [True] * (SEQ_LEN - 1)
 
 

@@ -67,7 +67,7 @@ def make_batch(rng: random.Random, tok, batch: int, p_random: float, predictable
     for _ in range(batch):
         r = rng.random()
         if r < p_echo:
-            row, known = echo_row(rng, bos)
+            row, known = echo_row(rng, bos, shape)
         elif r < p_echo + (1 - p_echo) * p_random:
             row, known = shape.row(rng, bos)
             if not predictable_only:
@@ -234,12 +234,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--log-spans", action="store_true", help="multi: span lengths log-uniform (short ones common)")
     p.add_argument("--p-echo", type=float, default=0.0,
                    help="fraction of echo rows (each token repeats the one two back with probability 0.3)")
+    p.add_argument("--echo-map", choices=["identity", "permutation"], default="identity",
+                   help="echo rows repeat the token two back itself or its image under a fixed shuffle")
     p.add_argument("--plant-near", type=float, default=0.0,
                    help="planted: chance that a copy follows the previous one within 0-2 tokens")
     p.add_argument("--pos-offset", type=int, default=0, help="rows start at a random position up to this")
     a = p.parse_args(argv)
     shape = RowShape(a.span_style, a.max_gap, a.min_span, a.multi_gap, a.log_spans,
-                     plant_near=a.plant_near)
+                     plant_near=a.plant_near, echo_map=a.echo_map)
     return train(a.steps, a.out, a.threads, a.lr, a.batch, a.curriculum_steps, a.eval_every,
                  a.seed, a.bf16, a.predictable_only, shape, a.pos_init,
                  a.p_echo, a.pos_offset, a.tied)
