@@ -143,6 +143,7 @@ class RowShape:
     markov_noise: float = 0.25  # markov: chance a token ignores the row's successor map
     plant_near: float = 0.0  # planted: chance a copy follows the previous one within 0-2 tokens
     echo_map: str = "identity"  # echo rows: the token two back itself, or its image under ECHO_PERMUTATION
+    echo_loss_only: bool = False  # echo rows: loss on the echoes only (the random tokens are noise)
 
     def row(self, rng: random.Random, bos: int) -> tuple[list[int], list[bool]]:
         """One row of GPT-2 ids and, per token, whether the loss may count it."""
@@ -266,11 +267,12 @@ def echo_row(rng: random.Random, bos: int, shape: RowShape) -> tuple[list[int], 
     to the output. No fixed phase, so the head it teaches is a plain previous-token head.
     """
     image = ECHO_PERMUTATION if shape.echo_map == "permutation" else {t: t for t in RANDOM_IDS}
-    row = [bos, rng.choice(RANDOM_IDS)]
+    row, known = [bos, rng.choice(RANDOM_IDS)], [False, False]
     while len(row) < SEQ_LEN:
         echo = len(row) >= 3 and rng.random() < 0.3
         row.append(image[row[-2]] if echo else rng.choice(RANDOM_IDS))
-    return row, [False] + [True] * (SEQ_LEN - 1)
+        known.append(echo or not shape.echo_loss_only)
+    return row, known
 
 
 def vocabulary(tok) -> list[int]:

@@ -131,7 +131,8 @@ def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
           curriculum_steps: int, eval_every: int, seed: int = SEED,
           bf16: bool = True, predictable_only: bool = True, shape: RowShape | None = None,
           pos_init: str = "random", p_echo: float = 0.0, pos_offset: int = 0,
-          tied: bool = False) -> dict[str, float]:
+          tied: bool = False, wte_std: float | None = None,
+          weight_decay: float = 0.01) -> dict[str, float]:
     import torch
     from transformers import GPT2LMHeadModel
 
@@ -150,6 +151,9 @@ def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
     cfg = model_config(len(token_ids), tied)
     cfg._attn_implementation = "eager"  # so evaluate() can read attention patterns
     model = GPT2LMHeadModel(cfg)
+    if wte_std is not None:  # a larger token embedding keeps the token itself visible to layer 1
+        with torch.no_grad():
+            model.transformer.wte.weight.normal_(0.0, wte_std)
     if pos_init == "sinusoidal":
         with torch.no_grad():
             model.transformer.wpe.weight.copy_(sinusoidal_positions(*model.transformer.wpe.weight.shape))
@@ -159,7 +163,7 @@ def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
           f"batch {batch}x{SEQ_LEN}, lr {lr}, curriculum {curriculum_steps}, {threads} threads, "
           f"bf16 autocast {bf16}, loss on predictable tokens only {predictable_only}, "
           f"rows {shape}, positions {pos_init}", flush=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
 
     start = time.time()
     smooth = None
@@ -236,15 +240,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                    help="fraction of echo rows (each token repeats the one two back with probability 0.3)")
     p.add_argument("--echo-map", choices=["identity", "permutation"], default="identity",
                    help="echo rows repeat the token two back itself or its image under a fixed shuffle")
+    p.add_argument("--echo-loss-only", action="store_true",
+                   help="echo rows: loss on the echoes only, so their random tokens do not drown the rest")
     p.add_argument("--plant-near", type=float, default=0.0,
                    help="planted: chance that a copy follows the previous one within 0-2 tokens")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--wte-std", type=float, default=None,
+                   help="init std of the token embedding (default: GPT-2's 0.02)")
     p.add_argument("--pos-offset", type=int, default=0, help="rows start at a random position up to this")
     a = p.parse_args(argv)
     shape = RowShape(a.span_style, a.max_gap, a.min_span, a.multi_gap, a.log_spans,
-                     plant_near=a.plant_near, echo_map=a.echo_map)
+                     plant_near=a.plant_near, echo_map=a.echo_map,
+                     echo_loss_only=a.echo_loss_only)
     return train(a.steps, a.out, a.threads, a.lr, a.batch, a.curriculum_steps, a.eval_every,
                  a.seed, a.bf16, a.predictable_only, shape, a.pos_init,
-                 a.p_echo, a.pos_offset, a.tied)
+                 a.p_echo, a.pos_offset, a.tied, a.wte_std, a.weight_decay)
 
 
 if __name__ == "__main__":
