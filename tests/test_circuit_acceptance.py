@@ -7,26 +7,17 @@ the "other templates" prompts use sentences the corpus never generates.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-CKPT = REPO / "circuitlab" / "data" / "circuitlab-2l.pt"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from circuitlab.checkpoint import load_compact
+from circuitlab.tokenizer import gpt2_tokenizer
+from training import corpus, scores
+from training import train_circuitlab_2l as script
 
-from circuitlab.checkpoint import load_compact  # noqa: E402
-from circuitlab.tokenizer import gpt2_tokenizer  # noqa: E402
-from training import corpus, scores  # noqa: E402
-from training import train_circuitlab_2l as script  # noqa: E402
-
-if not CKPT.exists():
-    pytest.skip(f"{CKPT.name} not trained yet: run training/train_circuitlab_2l.py --out {CKPT}",
-                allow_module_level=True)
+CKPT = Path(__file__).resolve().parents[1] / "circuitlab" / "data" / "circuitlab-2l.pt"
 
 CLEAN = "Her name was Alex Hart. Tomorrow at lunch time Alex"
 SURNAME_CORRUPT = "Her name was Alex Carroll. Tomorrow at lunch time Alex"
@@ -47,9 +38,7 @@ def build_model(path: Path = CKPT):
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_grad_enabled(False)
-    yield build_model()
-    torch.set_grad_enabled(True)
+    return build_model()  # conftest turns gradients off for the whole session
 
 
 def metric(model, logits: torch.Tensor) -> float:
@@ -62,15 +51,15 @@ def top_token(model, text: str) -> str:
     return model.to_string(model(model.to_tokens(text))[0, -1].argmax())
 
 
-def best_heads(model) -> tuple[int, float, int, float]:
-    """(layer-0 previous-token head, its score, layer-1 induction head, its score)."""
+def head_scores(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(previous-token score of each layer-0 head on held-out text,
+    induction score of each layer-1 head on repeated random tokens from ids 1000-1499)."""
     _, cache = model.run_with_cache(model.to_tokens(corpus.HELDOUT_TEXT))
     prev = scores.prev_token_scores(cache["blocks.0.attn.hook_pattern"][0])
     span = 20
     tokens = corpus.repeated_random_tokens(8, span, seed=0, bos=model.tokenizer.bos_token_id)
     _, cache = model.run_with_cache(tokens)
-    ind = scores.induction_scores(cache["blocks.1.attn.hook_pattern"].mean(0), span)
-    return int(prev.argmax()), prev.max().item(), int(ind.argmax()), ind.max().item()
+    return prev, scores.induction_scores(cache["blocks.1.attn.hook_pattern"].mean(0), span)
 
 
 def test_checkpoint_is_compact_and_deterministic():
@@ -104,9 +93,9 @@ def test_heldout_pairs_in_heldout_templates(model, prompt, answer, other):
 
 
 def test_previous_token_and_induction_heads(model):
-    _, prev, _, ind = best_heads(model)
-    assert prev >= 0.5
-    assert ind >= 0.5
+    prev, ind = head_scores(model)
+    assert prev.max() >= 0.5
+    assert ind.max() >= 0.5
 
 
 def _patched_metric(model, clean, corrupt_cache, hook: str, pos: int) -> float:
@@ -161,32 +150,28 @@ def _argmax3(t: torch.Tensor) -> tuple[int, int, int]:
 
 
 def test_head_position_patching_finds_the_circuit(model):
-    prev_head, _, ind_head, _ = best_heads(model)
+    """The largest single effect sits on an induction head (final position, other surname)
+    and on a previous-token head (surname position, other first first-name)."""
+    prev, ind = head_scores(model)
     n_pos = model.to_tokens(CLEAN).shape[1]
-    effects = head_position_effects(model, CLEAN, SURNAME_CORRUPT)
-    assert _argmax3(effects) == (1, ind_head, n_pos - 1)
-    effects = head_position_effects(model, CLEAN, FIRST_NAME_CORRUPT)
-    assert _argmax3(effects) == (0, prev_head, SURNAME_POS)
-
-
-def _slow_enabled(config) -> bool:
-    return "slow" in (config.getoption("-m") or "") or os.environ.get("CIRCUITLAB_SLOW") == "1"
+    layer, head, pos = _argmax3(head_position_effects(model, CLEAN, SURNAME_CORRUPT))
+    assert (layer, pos) == (1, n_pos - 1) and ind[head] >= 0.5, (layer, head, pos, ind)
+    layer, head, pos = _argmax3(head_position_effects(model, CLEAN, FIRST_NAME_CORRUPT))
+    assert (layer, pos) == (0, SURNAME_POS) and prev[head] >= 0.5, (layer, head, pos, prev)
 
 
 @pytest.mark.slow
-def test_retraining_reproduces_the_scores(request, tmp_path):
-    """Retrain with the script's default recipe (8,000 steps; about an hour on 2 CPU cores)."""
-    if not _slow_enabled(request.config):
-        pytest.skip("retraining takes many minutes: run with -m slow")
+def test_retraining_reproduces_the_scores(tmp_path):
+    """Retrain with the script's default recipe (6,000 steps; about 15 min on this CPU).
+
+    Deselected by default (pyproject's addopts); run it with ``pytest -m slow``.
+    """
     out = tmp_path / "circuitlab-2l.pt"
-    result = script.main(["--out", str(out), "--eval-every", "0"])
+    with torch.enable_grad():  # conftest turns gradients off; training needs them
+        result = script.main(["--out", str(out), "--eval-every", "0"])
     assert result["induction"] >= 0.5 and result["prev_token"] >= 0.5
     assert result["logit_diff"] > 0 and result["course_top1"] == 1
-    torch.set_grad_enabled(False)
-    try:
-        m = build_model(out)
-        assert top_token(m, CLEAN) == " Hart"
-        _, prev, _, ind = best_heads(m)
-        assert prev >= 0.5 and ind >= 0.5
-    finally:
-        torch.set_grad_enabled(True)
+    m = build_model(out)
+    assert top_token(m, CLEAN) == " Hart"
+    prev, ind = head_scores(m)
+    assert prev.max() >= 0.5 and ind.max() >= 0.5
