@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,8 +49,12 @@ torch.set_grad_enabled(False)  # we only ever read and patch activations, never 
 # interpretability literature uses (`blocks.0.hook_resid_pre`, `run_with_cache`, ...).
 # `course_model()` does that for you and prints which model you got: the 2-layer
 # model **gelu-2l** when its weights are on this machine, otherwise the course's
-# offline default. You can load any course model yourself with
-# `circuitlab.load_model("gpt2-small")` or `circuitlab.load_model("gelu-2l")`.
+# offline default, **circuitlab-2l**: a 2-layer model of the same kind that the course
+# trained itself, on made-up name stories and random token sequences, so that the
+# tutorial's circuit really forms in it (its model card is
+# `circuitlab/data/circuitlab-2l.md`). You can load any course model yourself with
+# `circuitlab.load_model("gpt2-small")`, `circuitlab.load_model("gelu-2l")` or
+# `circuitlab.load_model("circuitlab-2l")`.
 
 # %%
 model = course_model()
@@ -186,4 +192,8 @@ print(f"logit(' Hart') - logit(' Carroll') = {logit_diff(model(task), hart, carr
 
 # %% [markdown]
 # With pretrained gelu-2l or gpt2-small this is clearly positive: the model knows
-# Alex's surname. Chapter 1 asks *where* in the network that knowledge travels.
+# Alex's surname. circuitlab-2l knows it too (about +13), although it never saw the
+# pairing "Alex Hart" in training: it reads the surname from the prompt. (It has only
+# ever read name stories and random tokens, so its guess after "Famous computer
+# scientist Alan" above is not " Turing".) Chapter 1 asks *where* in the network that
+# knowledge travels.

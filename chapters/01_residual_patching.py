@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -167,6 +169,7 @@ show_sweep("surname")
 # column 5 to column 11 is where the surname crosses lanes. In gelu-2l that happens
 # in layer 1 (block 1): after `blocks.0.hook_resid_post` the surname is still only
 # at position 5, after `blocks.1.hook_resid_post` it is only at the final position.
+# circuitlab-2l, the course's offline model, shows the same picture.
 # In gpt2-small the crossing is smeared over several middle layers, typical of a
 # model much larger than the task needs.
 
@@ -194,6 +197,7 @@ show_sweep("second_name")
 # If the notebook says it runs on random weights, these pictures show noise, not
 # this story: the mechanics are identical, the trained circuit is not there.
 #
-# **Summary.** In gelu-2l the first name is copied to the surname's position in
-# layer 0, and in layer 1 the surname is copied to the final position. Chapter 2
+# **Summary.** In gelu-2l (and in circuitlab-2l) the first name is copied to the
+# surname's position in layer 0, and in layer 1 the surname is copied to the final
+# position. Chapter 2
 # finds the attention heads that do it.

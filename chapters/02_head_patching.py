@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -99,8 +101,9 @@ check(patch_head_output);
 
 # %% [markdown]
 # Try it on one head. In the tutorial's pretrained gelu-2l, head 1.6 (layer 1, head 6;
-# heads are named `layer.head`) copies the surname. Patch its `z` from the run where
-# the surname is " Carroll":
+# heads are named `layer.head`) copies the surname; in circuitlab-2l it is head 1.1.
+# `model.course_heads` holds the heads the course names for the model you loaded.
+# Patch that head's `z` from the run where the surname is " Carroll":
 
 # %%
 surname = CORRUPTIONS["surname"]
@@ -113,10 +116,12 @@ def logit_diff_with(fwd_hooks) -> float:
     return (final[hart] - final[carroll]).item()
 
 
-hook_16 = partial(patch_head_output, head=6, corrupt_cache=corrupt_cache)
+layer, head = model.course_heads.get("induction", (1, 6))  # gpt2-small: no head named
+hook_name = f"blocks.{layer}.attn.hook_z"
+copier = partial(patch_head_output, head=head, corrupt_cache=corrupt_cache)
 print(f"clean run:              {logit_diff_with([]):7.3f}")
-print(f"head 1.6 patched:       {logit_diff_with([('blocks.1.attn.hook_z', hook_16)]):7.3f}")
-print(f"1.6 patched at pos 11:  {logit_diff_with([('blocks.1.attn.hook_z', partial(hook_16, pos=11))]):7.3f}")
+print(f"head {layer}.{head} patched:       {logit_diff_with([(hook_name, copier)]):7.3f}")
+print(f"{layer}.{head} patched at pos 11:  {logit_diff_with([(hook_name, partial(copier, pos=11))]):7.3f}")
 
 # %% [markdown]
 # ## The head sweep
@@ -226,7 +231,9 @@ show_heads_by_position("second_name")
 #
 # On the tutorial's pretrained gelu-2l these are head 1.6 (strongest; 1.1 helps) for
 # the surname, 0.2 at position 5 for the first name, and 0.1 at the final position for
-# the repeat. Do your plots agree? If the notebook says it runs on random weights, the
+# the repeat. On circuitlab-2l, the course's offline model, they are head 1.1 (1.3
+# helps) for the surname and 0.0 at position 5 for the first name; it has no
+# duplicate-token head, so in its third plot only layer 1 lights up. Do your plots agree? If the notebook says it runs on random weights, the
 # plots show noise with the same axes; the story needs the trained model.
 #
 # Chapter 3 looks inside these heads: where they attend, and why that is enough to

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -139,7 +141,9 @@ for layer in range(n_layers):
 # %% [markdown]
 # On the tutorial's pretrained gelu-2l, head 0.2 attends from each token to the one
 # before it, head 0.1 attends from the second " Alex" to the first, and head 1.6
-# attends from the final " Alex" to " Hart". Check what your views show.
+# attends from the final " Alex" to " Hart". On circuitlab-2l, head 0.0 is the
+# previous-token head (0.3 a weaker one), heads 1.1 and 1.3 attend from the final
+# " Alex" to " Hart", and head 1.0 rests on the first token. Check what your views show.
 #
 # ## Scores that name a head
 #
@@ -217,7 +221,8 @@ check(induction_score);
 
 # %%
 generator = torch.Generator().manual_seed(0)
-random_half = torch.randint(1000, 20000, (20,), generator=generator)
+# Ids 1000-1499: ordinary GPT-2 tokens, and the ones circuitlab-2l was trained on.
+random_half = torch.randint(1000, 1500, (20,), generator=generator)
 repeated = torch.cat([model.to_tokens("")[0, :1].cpu(), random_half, random_half]).unsqueeze(0).to(model.cfg.device)
 _, repeated_cache = model.run_with_cache(repeated)
 
@@ -256,14 +261,19 @@ for i, label in enumerate(head_labels(n_layers, n_heads)):
 
 # %% [markdown]
 # The tutorial's pretrained gelu-2l assigns 0.2 previous-token, 0.1 duplicate-token and
-# 1.6 induction. The cell below compares that with this model's computed roles.
+# 1.6 induction. circuitlab-2l's model card names 0.0 previous-token and 1.1 induction
+# (1.0 and 1.3 also score as induction heads on random tokens; 1.1 is the one the
+# names prompt uses). The cell below compares the roles the course names for the
+# model you loaded (`model.course_heads`) with the roles computed here.
 
 # %%
-TUTORIAL_ROLES = {"0.2": "previous-token", "0.1": "duplicate-token", "1.6": "induction"}
-for label, expected in TUTORIAL_ROLES.items():
+for expected, (layer, head) in model.course_heads.items():
+    label = f"{layer}.{head}"
     found = roles.get(label, "(no such head)")
-    print(f"head {label}: tutorial says {expected:<16} this model: {found:<16} "
+    print(f"head {label}: the course says {expected:<16} this model: {found:<16} "
           f"{'agrees' if found == expected else 'differs'}")
+if not model.course_heads:
+    print(f"The course names no heads for {model.course_name}; the roles below are all there is.")
 for name in ROLES:
     print(f"{name:>16} heads here: {[label for label, r in roles.items() if r == name] or 'none'}")
 
@@ -278,4 +288,4 @@ for name in ROLES:
 # **Summary.** The two layers of gelu-2l form an induction circuit: a previous-token
 # head in layer 0 marks " Hart" as "after Alex", and an induction head in layer 1
 # finds that mark from the final " Alex" and copies " Hart". A duplicate-token head
-# offers a second route to the same place.
+# offers a second route to the same place. circuitlab-2l learnt the first route only.

@@ -43,6 +43,9 @@ class ModelSpec:
     act_fn: str  # Hugging Face GPT-2 activation name for the random twin
     tied_embeddings: bool
     packaged: bool = False  # weights ship in circuitlab/data/<weights_file>, not on the hub
+    # The heads the course text names for this model, role -> (layer, head); measured on
+    # the pretrained weights (gelu-2l: the source tutorial; circuitlab-2l: its model card).
+    heads: tuple[tuple[str, tuple[int, int]], ...] = ()
 
     @property
     def d_head(self) -> int:
@@ -61,6 +64,7 @@ MODELS: dict[str, ModelSpec] = {
         d_mlp=2048,
         act_fn="gelu",
         tied_embeddings=False,
+        heads=(("previous-token", (0, 2)), ("duplicate-token", (0, 1)), ("induction", (1, 6))),
     ),
     "gpt2-small": ModelSpec(
         name="gpt2-small",
@@ -86,6 +90,7 @@ MODELS: dict[str, ModelSpec] = {
         act_fn="gelu",
         tied_embeddings=False,
         packaged=True,
+        heads=(("previous-token", (0, 0)), ("induction", (1, 1))),
     ),
 }
 ALIASES = {"gpt2": "gpt2-small", "gelu_2l": "gelu-2l", "NeelNanda/GELU_2L512W_C4_Code": "gelu-2l"}
@@ -151,6 +156,7 @@ def load_model(
     # Bridges can come back in training mode; dropout would make runs disagree.
     model.eval()
     model.course_name = f"{spec.name} ({weights})"
+    model.course_heads = dict(spec.heads)
     return model
 
 

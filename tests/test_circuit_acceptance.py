@@ -156,8 +156,10 @@ def test_head_position_patching_finds_the_circuit(model):
     n_pos = model.to_tokens(CLEAN).shape[1]
     layer, head, pos = _argmax3(head_position_effects(model, CLEAN, SURNAME_CORRUPT))
     assert (layer, pos) == (1, n_pos - 1) and ind[head] >= 0.5, (layer, head, pos, ind)
+    assert model.course_heads["induction"] == (layer, head)  # the head the chapters name
     layer, head, pos = _argmax3(head_position_effects(model, CLEAN, FIRST_NAME_CORRUPT))
     assert (layer, pos) == (0, SURNAME_POS) and prev[head] >= 0.5, (layer, head, pos, prev)
+    assert model.course_heads["previous-token"] == (layer, head)
 
 
 @pytest.mark.slow
