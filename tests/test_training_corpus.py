@@ -68,7 +68,7 @@ def test_pairs_rows_mark_tokens_that_repeat_their_span():
 
 def test_permutation_echo_rows_echo_the_image_of_the_token_two_back():
     rng = random.Random(5)
-    shape = corpus.RowShape(echo_map="permutation", echo_loss_only=True)
+    shape = corpus.RowShape("planted", echo_map="permutation", echo_loss_only=True)
     assert sorted(corpus.ECHO_PERMUTATION.values()) == list(corpus.RANDOM_IDS)
     echoes = 0
     for _ in range(50):

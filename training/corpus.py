@@ -135,7 +135,7 @@ def names_document(rng: random.Random) -> str:
 class RowShape:
     """How the random-token rows are built: the script's --span-style and its knobs."""
 
-    style: str = "pairs"  # pairs | multi | markov | planted (see ROW_BUILDERS)
+    style: str  # pairs | multi | markov | planted (see ROW_BUILDERS)
     max_gap: int = 6  # pairs: unrepeated tokens before each span (the first: up to 16)
     min_span: int = 8  # multi: shortest span
     multi_gap: int = 4  # multi: unrepeated tokens between copies

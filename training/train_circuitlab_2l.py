@@ -61,7 +61,7 @@ def model_config(vocab_size: int, tied: bool = False):
 
 
 def make_batch(rng: random.Random, tok, batch: int, p_random: float, predictable_only: bool,
-               shape: RowShape | None = None, p_echo: float = 0.0):
+               shape: RowShape, p_echo: float):
     """(GPT-2 ids [batch, SEQ_LEN], loss mask on targets [batch, SEQ_LEN - 1]).
 
     With ``predictable_only`` the loss skips the first copy of each random span: those
@@ -70,7 +70,6 @@ def make_batch(rng: random.Random, tok, batch: int, p_random: float, predictable
     import torch
 
     bos = tok.bos_token_id
-    shape = shape or RowShape()
     rows, masks = [], []
     for _ in range(batch):
         r = rng.random()
@@ -135,18 +134,15 @@ def widen(small, token_ids: list[int]):
     return full.eval()
 
 
-def train(steps: int, out: Path | None, threads: int, lr: float, batch: int,
-          curriculum_steps: int, eval_every: int, seed: int = SEED,
-          bf16: bool = True, predictable_only: bool = True, shape: RowShape | None = None,
-          pos_init: str = "random", p_echo: float = 0.0, pos_offset: int = 0,
-          tied: bool = False, embed_std: float | None = None,
-          weight_decay: float = 0.01) -> dict[str, float]:
+def train(*, steps: int, out: Path | None, threads: int, lr: float, batch: int,
+          curriculum_steps: int, eval_every: int, seed: int, bf16: bool,
+          predictable_only: bool, shape: RowShape, pos_init: str, p_echo: float,
+          pos_offset: int, tied: bool, embed_std: float | None, weight_decay: float) -> dict[str, float]:
     import torch
     from transformers import GPT2LMHeadModel
 
     from circuitlab.tokenizer import gpt2_tokenizer
 
-    shape = shape or RowShape()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -264,9 +260,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     shape = RowShape(a.span_style, a.max_gap, a.min_span, a.multi_gap, a.log_spans,
                      plant_near=a.plant_near, echo_map=a.echo_map,
                      echo_loss_only=a.echo_loss_only)
-    return train(a.steps, a.out, a.threads, a.lr, a.batch, a.curriculum_steps, a.eval_every,
-                 a.seed, a.bf16, a.predictable_only, shape, a.pos_init,
-                 a.p_echo, a.pos_offset, a.tied, a.embed_std, a.weight_decay)
+    # The command line holds the recipe's defaults; train() takes every setting explicitly.
+    return train(steps=a.steps, out=a.out, threads=a.threads, lr=a.lr, batch=a.batch,
+                 curriculum_steps=a.curriculum_steps, eval_every=a.eval_every, seed=a.seed,
+                 bf16=a.bf16, predictable_only=a.predictable_only, shape=shape,
+                 pos_init=a.pos_init, p_echo=a.p_echo, pos_offset=a.pos_offset, tied=a.tied,
+                 embed_std=a.embed_std, weight_decay=a.weight_decay)
 
 
 if __name__ == "__main__":
