@@ -71,6 +71,17 @@ def test_checkpoint_is_compact_and_deterministic():
         assert torch.equal(p, q), name
 
 
+def test_committed_checkpoint_is_the_offline_default(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from circuitlab import loading
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # no gelu-2l here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert loading.packaged_weights(loading.MODELS["circuitlab-2l"]) == CKPT
+    assert loading.default_model() == ("circuitlab-2l", "pretrained")
+
+
 def test_prompts_are_held_out():
     held = set(corpus.HELDOUT_PAIRS)
     assert {("Alex", "Hart"), ("Alex", "Carroll"), ("Sarah", "Hart")} <= held
