@@ -150,7 +150,6 @@ class RowShape:
         return ROW_BUILDERS[self.style](rng, bos, self)
 
 
-
 def random_span_row(rng: random.Random, bos: int, shape: RowShape) -> tuple[list[int], list[bool]]:
     """BOS, then random spans each followed by an exact repeat, cut to SEQ_LEN tokens.
 
@@ -210,7 +209,7 @@ def markov_row(rng: random.Random, bos: int, shape: RowShape) -> tuple[list[int]
 
 def planted_row(rng: random.Random, bos: int, shape: RowShape) -> tuple[list[int], list[bool]]:
     """BOS, then random tokens with a few short spans (2-5 tokens) planted 2-3 times each at
-    random places, at least one random token apart.
+    random, non-overlapping places (with ``plant_near``, often right after the last copy).
 
     The copies are at random distances and the row has no period, so no fixed-offset
     ("copy the token k places back") head predicts anything on its own; the only way to
@@ -266,11 +265,14 @@ def echo_row(rng: random.Random, bos: int, shape: RowShape) -> tuple[list[int], 
     so the head must carry which token came before (for the MLP to map), not just copy it
     to the output. No fixed phase, so the head it teaches is a plain previous-token head.
     """
-    image = ECHO_PERMUTATION if shape.echo_map == "permutation" else {t: t for t in RANDOM_IDS}
+    shuffle = shape.echo_map == "permutation"
     row, known = [bos, rng.choice(RANDOM_IDS)], [False, False]
     while len(row) < SEQ_LEN:
         echo = len(row) >= 3 and rng.random() < 0.3
-        row.append(image[row[-2]] if echo else rng.choice(RANDOM_IDS))
+        if echo:
+            row.append(ECHO_PERMUTATION[row[-2]] if shuffle else row[-2])
+        else:
+            row.append(rng.choice(RANDOM_IDS))
         known.append(echo or not shape.echo_loss_only)
     return row, known
 

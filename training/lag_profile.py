@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from circuitlab.checkpoint import load_compact  # noqa: E402
 from training.corpus import repeated_random_tokens  # noqa: E402
+from training.scores import lag_attention  # noqa: E402
 
 SPAN, N_SEQS = 20, 8
 
@@ -47,9 +48,9 @@ def run(model, tokens, ablate: int | None = None):
     return -logp[:, SPAN + 1:].mean().item(), [a.mean(0) for a in out.attentions]
 
 
-def lags(pattern, head: int) -> list[float]:
-    dst = torch.arange(1 + SPAN, 1 + 2 * SPAN)
-    return [pattern[head, dst, dst - SPAN + k].mean().item() for k in range(6)]
+def lags(pattern) -> torch.Tensor:
+    """[head, lag 0-5] mean attention at each lag (see scores.lag_attention)."""
+    return torch.stack([lag_attention(pattern, SPAN, k) for k in range(6)], dim=-1)
 
 
 def lag_profile(path: str) -> None:
@@ -62,12 +63,12 @@ def lag_profile(path: str) -> None:
     for layer, pattern in enumerate(patterns):
         for head in range(pattern.shape[0]):
             back = [pattern[head, dst, dst - k].mean().item() for k in range(4)]
-            print(f"L{layer}H{head}  lag 0-5: " + " ".join(f"{v:.2f}" for v in lags(pattern, head))
+            print(f"L{layer}H{head}  lag 0-5: " + " ".join(f"{v:.2f}" for v in lags(pattern)[head].tolist())
                   + "   offset 0-3: " + " ".join(f"{v:.2f}" for v in back))
     print("layer-0 head zeroed -> loss on the second copy, best layer-1 lag 0-5")
     for head in range(model.config.n_head):
         loss, patterns = run(model, tokens, ablate=head)
-        best = torch.tensor([lags(patterns[1], h) for h in range(model.config.n_head)]).max(0).values
+        best = lags(patterns[1]).max(0).values
         print(f"L0H{head}  loss {loss:6.2f}   lag 0-5: " + " ".join(f"{v:.2f}" for v in best.tolist()))
 
 

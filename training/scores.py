@@ -17,16 +17,23 @@ def prev_token_scores(pattern):
     return pattern[:, dst, dst - 1].mean(-1)
 
 
-def induction_scores(pattern, span: int):
-    """pattern [head, dst, src] on BOS + x + x (len(x) = span) -> per-head induction score.
+def lag_attention(pattern, span: int, lag: int):
+    """pattern [head, dst, src] on BOS + x + x (len(x) = span) -> per head, the mean attention
+    from a second-copy token to the token ``lag`` places after its earlier copy.
 
-    A token at position p in the second copy has its earlier copy at p - span; the
-    induction target is the token right after that copy, at p - span + 1.
+    A token at position p in the second copy has its earlier copy at p - span. Lag 1 (the
+    token right after that copy) is induction; weight at lag >= 2 means keys built from
+    tokens further back.
     """
     import torch
 
     dst = torch.arange(1 + span, 1 + 2 * span)
-    return pattern[:, dst, dst - span + 1].mean(-1)
+    return pattern[:, dst, dst - span + lag].mean(-1)
+
+
+def induction_scores(pattern, span: int):
+    """pattern [head, dst, src] on BOS + x + x (len(x) = span) -> per-head induction score."""
+    return lag_attention(pattern, span, lag=1)
 
 
 def evaluate(model, tok, id_map=None, n_seqs: int = 8, span: int = 20) -> dict[str, float]:
@@ -48,8 +55,8 @@ def evaluate(model, tok, id_map=None, n_seqs: int = 8, span: int = 20) -> dict[s
     model.eval()
     with torch.no_grad():
         _, att = attn(repeated_random_tokens(n_seqs, span, seed=1234, bos=tok.bos_token_id))
-        induction = induction_scores(att[1].mean(0), span).max().item()
-        lags = lag_scores(att[1].mean(0), span)
+        # Best layer-1 head at lags 0-4; lag 1 is the induction score.
+        lags = [lag_attention(att[1].mean(0), span, k).max().item() for k in range(5)]
 
         _, att = attn([[tok.bos_token_id] + tok.encode(HELDOUT_TEXT)])
         prev = prev_token_scores(att[0][0]).max().item()
@@ -68,18 +75,6 @@ def evaluate(model, tok, id_map=None, n_seqs: int = 8, span: int = 20) -> dict[s
         prompts = heldout_prompts()
         correct = sum(final_logits(p).argmax().item() == tid(s) for p, s, _ in prompts)
     model.train(was_training)
-    return {"induction": induction, "prev_token": prev, "logit_diff": diff,
+    return {"induction": lags[1], "prev_token": prev, "logit_diff": diff,
             "course_top1": course_top, "heldout_acc": correct / len(prompts),
             **{f"lag{k}": v for k, v in enumerate(lags)}}
-
-
-def lag_scores(pattern, span: int, max_lag: int = 4) -> list[float]:
-    """pattern [head, dst, src] on BOS + x + x -> for k = 0..max_lag, the best head's mean
-    attention from a second-copy token to the token k places after its first occurrence.
-
-    k = 1 is induction; weight at k >= 2 means keys built from tokens further back.
-    """
-    import torch
-
-    dst = torch.arange(1 + span, 1 + 2 * span)
-    return [pattern[:, dst, dst - span + k].mean(-1).max().item() for k in range(max_lag + 1)]

@@ -99,7 +99,7 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 200) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def sinusoidal_positions(n: int, d: int, std: float = 0.02):
+def sinusoidal_positions(n: int, d: int, std: float):
     """Sine/cosine position vectors scaled to GPT-2's init std: a smooth start for wpe.
 
     Neighbouring positions then differ by a fixed rotation, so a previous-token head
@@ -137,7 +137,7 @@ def widen(small, token_ids: list[int]):
 def train(*, steps: int, out: Path | None, threads: int, lr: float, batch: int,
           curriculum_steps: int, eval_every: int, seed: int, bf16: bool,
           predictable_only: bool, shape: RowShape, pos_init: str, p_echo: float,
-          pos_offset: int, tied: bool, embed_std: float | None, weight_decay: float) -> dict[str, float]:
+          pos_offset: int, tied: bool, embed_std: float, weight_decay: float) -> dict[str, float]:
     import torch
     from transformers import GPT2LMHeadModel
 
@@ -155,16 +155,14 @@ def train(*, steps: int, out: Path | None, threads: int, lr: float, batch: int,
     cfg = model_config(len(token_ids), tied)
     cfg._attn_implementation = "eager"  # so evaluate() can read attention patterns
     model = GPT2LMHeadModel(cfg)
-    if embed_std is not None:
+    with torch.no_grad():
         # Layer-0 heads read LayerNorm'd inputs and write vectors of norm ~30-40; with GPT-2's
         # 0.02 the raw token (norm ~2) is then nearly invisible to layer 1, which builds its
         # queries and values from layer-0 head outputs instead of from the token itself.
-        with torch.no_grad():
-            model.transformer.wte.weight.normal_(0.0, embed_std)
-    if pos_init == "sinusoidal":
-        with torch.no_grad():
+        model.transformer.wte.weight.normal_(0.0, embed_std)
+        if pos_init == "sinusoidal":
             model.transformer.wpe.weight.copy_(sinusoidal_positions(
-                *model.transformer.wpe.weight.shape, std=embed_std or 0.02))
+                *model.transformer.wpe.weight.shape, std=embed_std))
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"vocabulary {len(token_ids)} ids, {n_params:,} parameters, {steps} steps, "
