@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from circuitlab import fast_patching as fast
 from circuitlab.checkpoint import load_compact
 from circuitlab.tokenizer import gpt2_tokenizer
 from training import corpus, scores
@@ -109,50 +110,24 @@ def test_previous_token_and_induction_heads(model):
     assert ind.max() >= 0.5
 
 
-def _patched_metric(model, clean, corrupt_cache, hook: str, pos: int) -> float:
-    def patch(act, hook):
-        act[:, pos] = corrupt_cache[hook.name][:, pos]
-        return act
-
-    return metric(model, model.run_with_hooks(clean, fwd_hooks=[(hook, patch)]))
-
-
 def test_residual_patching_locates_the_crossing(model):
-    clean = model.to_tokens(CLEAN)
-    assert model.to_string(clean[0, SURNAME_POS]) == " Hart"
-    _, corrupt_cache = model.run_with_cache(model.to_tokens(SURNAME_CORRUPT))
-    assert metric(model, model(clean)) > 0
-
-    def flips(hook, pos):
-        return _patched_metric(model, clean, corrupt_cache, hook, pos) < 0
-
+    assert model.to_string(model.to_tokens(CLEAN)[0, SURNAME_POS]) == " Hart"
+    assert metric(model, model(CLEAN)) > 0
+    # Rows: blocks.0.hook_resid_pre, blocks.0.hook_resid_post, blocks.1.hook_resid_post.
+    flips = fast.residual_patching_sweep(model, CLEAN, SURNAME_CORRUPT, " Hart", " Carroll") < 0
+    pre0, post0, post1 = flips
     # The surname's identity lives at its own position until layer 1 moves it ...
-    assert flips("blocks.0.hook_resid_pre", SURNAME_POS)
-    assert flips("blocks.0.hook_resid_post", SURNAME_POS)
+    assert pre0[SURNAME_POS] and post0[SURNAME_POS]
     # ... and reaches the final position only in layer 1.
-    assert not flips("blocks.0.hook_resid_pre", FINAL_POS)
-    assert not flips("blocks.0.hook_resid_post", FINAL_POS)
-    assert flips("blocks.1.hook_resid_post", FINAL_POS)
+    assert not pre0[FINAL_POS] and not post0[FINAL_POS]
+    assert post1[FINAL_POS]
 
 
 def head_position_effects(model, clean_text: str, corrupt_text: str) -> torch.Tensor:
     """[layer, head, pos] change in the metric when one head's z at one position is patched."""
-    clean = model.to_tokens(clean_text)
-    base = metric(model, model(clean))
-    _, corrupt_cache = model.run_with_cache(model.to_tokens(corrupt_text))
-    n_layers, n_heads, n_pos = model.cfg.n_layers, model.cfg.n_heads, clean.shape[1]
-    effects = torch.zeros(n_layers, n_heads, n_pos)
-    for layer in range(n_layers):
-        name = f"blocks.{layer}.attn.hook_z"
-        for head in range(n_heads):
-            for pos in range(n_pos):
-                def patch(z, hook, head=head, pos=pos):
-                    z[:, pos, head] = corrupt_cache[hook.name][:, pos, head]
-                    return z
-
-                patched = model.run_with_hooks(clean, fwd_hooks=[(name, patch)])
-                effects[layer, head, pos] = metric(model, patched) - base
-    return effects
+    base = metric(model, model(clean_text))
+    patched = fast.head_by_position_sweep(model, clean_text, corrupt_text, " Hart", " Carroll")
+    return patched.reshape(model.cfg.n_layers, model.cfg.n_heads, -1) - base
 
 
 def _argmax3(t: torch.Tensor) -> tuple[int, int, int]:
