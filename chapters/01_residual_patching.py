@@ -199,5 +199,4 @@ show_sweep("second_name")
 #
 # **Summary.** In gelu-2l (and in circuitlab-2l) the first name is copied to the
 # surname's position in layer 0, and in layer 1 the surname is copied to the final
-# position. Chapter 2
-# finds the attention heads that do it.
+# position. Chapter 2 finds the attention heads that do it.

@@ -233,8 +233,9 @@ show_heads_by_position("second_name")
 # the surname, 0.2 at position 5 for the first name, and 0.1 at the final position for
 # the repeat. On circuitlab-2l, the course's offline model, they are head 1.1 (1.3
 # helps) for the surname and 0.0 at position 5 for the first name; it has no
-# duplicate-token head, so in its third plot only layer 1 lights up. Do your plots agree? If the notebook says it runs on random weights, the
-# plots show noise with the same axes; the story needs the trained model.
+# duplicate-token head, so in its third plot only layer 1 lights up. Do your plots
+# agree? If the notebook says it runs on random weights, the plots show noise with the
+# same axes; the story needs the trained model.
 #
 # Chapter 3 looks inside these heads: where they attend, and why that is enough to
 # copy a surname.
