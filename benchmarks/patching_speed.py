@@ -47,7 +47,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching  # noqa: E402
 
-from circuitlab import fast_patching as fast  # noqa: E402
+from solutions import fast_patching as fast  # noqa: E402
 from circuitlab.loading import load_model  # noqa: E402
 from circuitlab.prompts import CORRUPTIONS  # noqa: E402
 

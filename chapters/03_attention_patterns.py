@@ -41,7 +41,7 @@ from circuitlab import course_model, head_labels, position_labels
 from circuitlab.attention_view import attention_heads
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
 from graders import check
-from circuitlab.fast_patching import head_patching_sweep  # chapter 2's sweep (the course's fast version)
+from transformer_lens import patching  # TransformerLens's own sweeps: one forward pass per patched cell
 
 torch.set_grad_enabled(False)
 model = course_model()
@@ -248,8 +248,19 @@ def clean_logit_diff(case) -> float:
 
 
 scores = torch.cat([head_scores(layer) for layer in range(n_layers)])  # [layer * n_heads + head, 3]
-effects = {key: (head_patching_sweep(model, **case.as_args()) - clean_logit_diff(case)).flatten()
-           for key, case in CORRUPTIONS.items()}
+def head_effects(case) -> Tensor:
+    """Chapter 2's head sweep minus the clean logit difference, [layer * n_heads + head].
+    TransformerLens calls its arguments "corrupted tokens" and "clean cache"; handing it
+    the clean tokens and the corrupt cache patches the corrupt run into the clean one,
+    as this course does."""
+    good, bad = model.to_single_token(case.clean_answer), model.to_single_token(case.corrupt_answer)
+    _, corrupt_cache = model.run_with_cache(case.corrupt_prompt)
+    sweep = patching.get_act_patch_attn_head_out_all_pos(
+        model, model.to_tokens(case.clean_prompt), corrupt_cache, lambda logits: logits[0, -1, good] - logits[0, -1, bad])
+    return (sweep - clean_logit_diff(case)).flatten()
+
+
+effects = {key: head_effects(case) for key, case in CORRUPTIONS.items()}
 roles = {label: role(s) for label, s in zip(head_labels(n_layers, n_heads), scores)}
 
 print(f"{'head':>5} {'prev':>6} {'dup':>6} {'induct':>6}   {'role':<16}"

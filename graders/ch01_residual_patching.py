@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from circuitlab import fast_patching as fast
+from solutions import fast_patching as fast
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.compare import close_tensor
 from graders.engine import Case, Exercise, Mistake

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from transformer_lens.hook_points import HookPoint
 
-from circuitlab import fast_patching as fast
+from solutions import fast_patching as fast
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, short_case
 from graders.compare import close_tensor
 from graders.engine import Case, Exercise, Mistake

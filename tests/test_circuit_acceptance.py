@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from circuitlab import fast_patching as fast
+from solutions import fast_patching as fast
 from circuitlab.checkpoint import load_compact
 from circuitlab.tokenizer import gpt2_tokenizer
 from training import corpus, scores

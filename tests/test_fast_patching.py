@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformer_lens import patching
 
-from circuitlab import fast_patching as fp
+from solutions import fast_patching as fp
 from circuitlab.prompts import CORRUPTIONS
 from tests.native_twin import native_gelu_2l
 
