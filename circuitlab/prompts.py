@@ -20,6 +20,15 @@ class PatchingCase:
     clean_answer: str
     corrupt_answer: str
 
+    def logit_diff(self, model, prompt: str) -> float:
+        """logit(clean_answer) − logit(corrupt_answer) at the final position of `prompt`
+        on `model`: the number every patching sweep of this case records."""
+        import torch
+
+        with torch.no_grad():
+            final = model(prompt)[0, -1]
+        return (final[model.to_single_token(self.clean_answer)] - final[model.to_single_token(self.corrupt_answer)]).item()
+
     def as_args(self) -> dict[str, str]:
         return {
             "clean_prompt": self.clean_prompt,

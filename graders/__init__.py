@@ -13,7 +13,8 @@ import json
 import os
 from typing import Callable, Optional
 
-from graders.engine import Grader, Result
+from graders.engine import Grader
+from graders.results import Result
 from graders.models import GradingModel
 
 __all__ = ["grade", "check", "Result"]
@@ -23,22 +24,24 @@ MODE_ENV = "CIRCUITLAB_GRADERS"  # "public": check without the reference solutio
 _GRADER = Grader()
 
 
-def grade(exercise: str, fn: Callable, model=None) -> Result:
+def grade(exercise: str, fn: Callable, model=None, mode: Optional[str] = None) -> Result:
     """Grade `fn` as the exercise named `exercise`.
 
     By default it runs on gelu-2l and gpt2-small (pretrained where cached locally,
-    otherwise random-weight twins). Pass `model` to grade on that model alone.
+    otherwise random-weight twins). Pass `model` to grade on that model alone. `mode`:
+    "full" (against the reference), "public" (the chapter's stated properties, no
+    reference; the default where `solutions` is absent) or "hidden".
     """
     from graders.registry import exercise as find
 
     declared = find(exercise)
     grader = _GRADER if model is None else Grader([_custom_model(model)])
-    return grader.grade(declared, fn)
+    return grader.grade(declared, fn, mode or ("public" if public_mode() else "full"))
 
 
 def _custom_model(model) -> GradingModel:
     name = str(getattr(model, "course_name", None) or getattr(model.cfg, "model_name", "your model"))
-    return GradingModel(name, model, name)
+    return GradingModel(f"{name}#{id(model)}", model, name)
 
 
 def check(fn: Callable, model=None) -> Result:
@@ -46,22 +49,17 @@ def check(fn: Callable, model=None) -> Result:
 
     This is the learner's entry point, so handing it the course's own reference
     (e.g. imported from `solutions`) scores zero. In a student release of the nbgrader
-    course (no `solutions` package) it runs the public checks of `graders.public`; at
-    autograde it shows the hidden check's result.
+    course (no `solutions` package) it runs the public checks; at autograde it shows
+    the hidden check's result.
     """
     from graders.autograde import AUTOGRADED
-    from graders.guard import is_course_code
 
     if fn.__name__ in AUTOGRADED and model is None:
         result = AUTOGRADED[fn.__name__]
-    elif is_course_code(fn):
+    elif _GRADER.course.owns(fn):
         result = Result(fn.__name__, False, 0.0,
                         f"Scored zero: this `{fn.__name__}` is the course's own code (from {fn.__module__}), "
                         "not yours. Define the function yourself in the exercise cell and check that.")
-    elif public_mode():
-        from graders.public import public_check
-
-        result = public_check(fn, model=model)
     else:
         result = grade(fn.__name__, fn, model=model)
     _record(result)

@@ -19,7 +19,6 @@ reference, so later demo cells and later exercises run as if this one were right
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import multiprocessing
 import os
@@ -29,7 +28,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from graders.engine import Exercise, Grader, Result
+from graders.declare import Exercise
+from graders.engine import Grader
+from graders.results import Result
 
 # Results of hidden checks in this kernel, so the visible `check(fn)` that follows
 # shows them instead of grading again in-process.
@@ -46,37 +47,20 @@ def hidden_check(fn: Callable, seeds: Sequence[int], timeout: float, namespace: 
 
     name = fn.__name__
     declared = find(name)
-    variants = [dataclasses.replace(declared, seed=seed) for seed in seeds]
     with _quiet():  # nbgrader scores a test cell that writes to stderr as 0
-        for variant in variants:
-            _prepare(variant)
-        result = _grade_isolated(variants, fn, timeout)
+        # Cases and reference answers are computed here, so the child only runs learner
+        # code and this kernel keeps them cached.
+        _GRADER.plan(declared, "hidden", seeds)
+        result = _grade_isolated(declared, seeds, fn, timeout)
     AUTOGRADED[name] = result
     if not result.passed:
         # Later cells (demos, later exercises that call this one) get the reference.
-        (namespace if namespace is not None else fn.__globals__)[name] = declared.reference
+        (namespace if namespace is not None else fn.__globals__)[name] = declared.reference_fn()
         raise ExerciseFailed(f"{name} FAILED (hidden cases)\n{result.feedback}")
     return result
 
 
-def _prepare(exercise: Exercise) -> None:
-    """Cases and reference answers, computed here so the child only runs learner code
-    and this kernel keeps them cached."""
-    for gm in _GRADER.models:
-        for case in _GRADER.cases(exercise, gm):
-            _GRADER.expected(exercise, gm, case)
-
-
-def _grade_all(variants: list[Exercise], fn: Callable) -> Result:
-    results = [_GRADER.grade(variant, fn) for variant in variants]
-    cases = [case for result in results for case in result.cases]
-    passed = all(result.passed for result in results)
-    score = sum(case.passed for case in cases) / len(cases) if cases else 0.0
-    failing = next((r for r in results if not r.passed), results[0])
-    return Result(variants[0].name, passed, score if cases else 0.0, failing.feedback, cases)
-
-
-def _child(conn, variants: list[Exercise], fn: Callable) -> None:
+def _child(conn, exercise: Exercise, seeds: Sequence[int], fn: Callable) -> None:
     # The parent's OpenMP worker threads do not exist here; with more than one thread
     # torch's first parallel region would wait for them forever.
     torch.set_num_threads(1)
@@ -86,18 +70,18 @@ def _child(conn, variants: list[Exercise], fn: Callable) -> None:
     os.dup2(devnull, 2)
     sys.stdout = sys.stderr = open(os.devnull, "w")
     try:
-        result = _grade_all(variants, fn)
+        result = _GRADER.grade(exercise, fn, "hidden", seeds)
     except BaseException as err:  # anything the learner's code can throw past the engine
-        result = Result(variants[0].name, False, 0.0, f"grading stopped: {type(err).__name__}: {err}")
+        result = Result(exercise.name, False, 0.0, f"grading stopped: {type(err).__name__}: {err}")
     conn.send(result)
     conn.close()
 
 
-def _grade_isolated(variants: list[Exercise], fn: Callable, timeout: float) -> Result:
-    name = variants[0].name
+def _grade_isolated(exercise: Exercise, seeds: Sequence[int], fn: Callable, timeout: float) -> Result:
+    name = exercise.name
     context = multiprocessing.get_context("fork")  # the child shares the loaded models
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, variants, fn), daemon=True)
+    child = context.Process(target=_child, args=(send, exercise, seeds, fn), daemon=True)
     child.start()
     send.close()
     try:

@@ -1,4 +1,4 @@
-"""Checks for chapter 1: patching the residual stream."""
+"""Chapter 1's exercises: patching the residual stream."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import random
 
 import torch
 
-from solutions import fast_patching as fast
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.compare import close_tensor
-from graders.engine import Case, Exercise, Mistake
+from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
 from graders.models import GradingModel
-from solutions import ch01_residual_patching as ref
+from graders.properties import close, shaped
 
 CHAPTER = "01_residual_patching"
+fast = answer_module("solutions.fast_patching")  # the graders' exact sweeps (answer code)
+SHORT_PAIR = PatchingCase("short surname pair", "Alex Hart Alex", "Alex Carroll Alex", " Hart", " Carroll")
 
 
 def patching_cases(gm: GradingModel, rng: random.Random, n_random: int = 1) -> list[PatchingCase]:
@@ -33,24 +34,33 @@ def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
     for pair in patching_cases(gm, rng, n_random=2):
         with torch.no_grad():
             _, clean_cache = model.run_with_cache(pair.clean_prompt)
-            _, corrupt_cache = model.run_with_cache(pair.corrupt_prompt)
         n_pos = clean_cache["blocks.0.hook_resid_pre"].shape[1]
         layer = rng.randrange(model.cfg.n_layers)
         name = rng.choice([f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"])
         pos = rng.randint(1, n_pos - 2)
-        hook = model.hook_dict[name]
-        out.append(
-            Case(
-                f"{pair.label}, {name}, pos {pos}",
-                lambda n=name, p=pos, h=hook, cc=clean_cache, kc=corrupt_cache: {
-                    "activations": cc[n].clone(),
-                    "hook": h,
-                    "pos": p,
-                    "corrupt_cache": kc,
-                },
-            )
-        )
+        out.append(Case(f"{pair.label}, {name}, pos {pos}", {
+            "activations": clean_cache[name].clone(), "hook": Hook(name), "pos": pos,
+            "corrupt_cache": Cache(pair.corrupt_prompt)}))
     return out
+
+
+def _patch_properties(gm: GradingModel) -> list[Property]:
+    model = gm.model
+    name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_pre"
+    cached_as = model.hook_dict[name].name  # the hook point's own name (a bridge alias), as in a real cache
+    generator = torch.Generator().manual_seed(1)
+    shape = (2, 6, model.cfg.d_model)
+    clean, corrupt = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    pos = 3
+    call = ({"activations": clean, "hook": Hook(name), "pos": pos, "corrupt_cache": {cached_as: corrupt}},)
+    others = [p for p in range(shape[1]) if p != pos]
+    return [
+        Property("returns the activations' shape", call, lambda a: shaped(a[0], shape)),
+        Property("other positions unchanged", call, lambda a: shaped(a[0], shape) or close(
+            a[0][:, others], clean[:, others], "a position other than pos changed")),
+        Property("position pos comes from the corrupt cache at this hook point", call, lambda a: shaped(a[0], shape)
+                 or close(a[0][:, pos], corrupt[:, pos], "position pos does not hold corrupt_cache[hook.name] there")),
+    ]
 
 
 def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
@@ -60,7 +70,24 @@ def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
         pairs = [short_case(gm.model, rng)]
     else:
         pairs = patching_cases(gm, rng, n_random=2)
-    return [Case(pair.label, lambda pair=pair: {"model": gm.model, **pair.as_args()}) for pair in pairs]
+    return [Case(pair.label, {"model": MODEL, **pair.as_args()}) for pair in pairs]
+
+
+def _sweep_properties(gm: GradingModel) -> list[Property]:
+    model = gm.model
+    case = SHORT_PAIR  # any pair shows it; a short one keeps a learner's sweep quick on gpt2-small
+    n_pos = model.to_tokens(case.clean_prompt).shape[1]
+    shape = (model.cfg.n_layers + 1, n_pos)
+    clean, corrupt = case.logit_diff(model, case.clean_prompt), case.logit_diff(model, case.corrupt_prompt)
+    call = ({"model": MODEL, **case.as_args()},)
+    # After the last block only the final position feeds the prediction.
+    return [
+        Property("shape [n_layers + 1, n_pos], finite floats", call, lambda a: shaped(a[0], shape)),
+        Property("last row, final position = the corrupt run", call, lambda a: shaped(a[0], shape) or close(
+            a[0][-1, -1], torch.tensor(corrupt), "entry [-1, -1]", atol=1e-3)),
+        Property("last row, other positions = the clean run", call, lambda a: shaped(a[0], shape) or close(
+            a[0][-1, :-1], torch.full((n_pos - 1,), clean), "entries [-1, :-1]", atol=1e-3)),
+    ]
 
 
 def _patched_all(activations, hook, pos, corrupt_cache):
@@ -120,15 +147,15 @@ def _whole_stream(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_ans
 EXERCISES = [
     Exercise(
         name="patch_residual_stream",
+        chapter=CHAPTER,
+        section="One patch by hand",
         hint=(
             "activations is [batch, position, d_model]; corrupt_cache[hook.name] has the same shape. Copy one"
             " position (axis 1) across, then return activations."
         ),
-        chapter=CHAPTER,
-        section="'One patch by hand'",
-        reference=ref.patch_residual_stream,
         cases=_patch_cases,
         compare=close_tensor(atol=1e-5, rtol=0),
+        properties=_patch_properties,
         mistakes=(
             Mistake("patched every position", "Overwrite only activations[:, pos, :].", _patched_all),
             Mistake("patched position pos + 1", "Index the position axis (axis 1) with pos itself.", _patched_next),
@@ -147,18 +174,19 @@ EXERCISES = [
     ),
     Exercise(
         name="residual_patching_sweep",
+        chapter=CHAPTER,
+        section="The layer × position sweep",
         hint=(
             "Cache the corrupt run once; for each of the n_layers + 1 hook names and each position, run the "
             "clean prompt with a hook that copies that one position from the corrupt cache, and store the "
             "logit difference at the final position."
         ),
-        chapter=CHAPTER,
-        section="'The layer × position sweep'",
         # Graded against the fast engine (same numbers, a fraction of the time); the
         # readable reference in solutions/ is what learners see and also passes this check.
-        reference=fast.residual_patching_sweep,
+        reference="solutions.fast_patching:residual_patching_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
+        properties=_sweep_properties,
         mistakes=(
             Mistake(
                 "subtracted the wrong way round",

@@ -1,4 +1,4 @@
-"""Checks for chapter 2: patching attention heads."""
+"""Chapter 2's exercises: patching attention heads."""
 
 from __future__ import annotations
 
@@ -6,29 +6,29 @@ import random
 from typing import Callable
 
 import torch
-from transformer_lens.hook_points import HookPoint
 
-from solutions import fast_patching as fast
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, short_case
+from graders.ch01_residual_patching import SHORT_PAIR
 from graders.compare import close_tensor
-from graders.engine import Case, Exercise, Mistake
+from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
 from graders.models import GradingModel
-from solutions import ch02_head_patching as ref
+from graders.properties import close, shaped
 
 CHAPTER = "02_head_patching"
+fast = answer_module("solutions.fast_patching")  # the graders' exact sweeps (answer code)
+
+
 def sweep_pairs(gm: GradingModel, rng: random.Random) -> list[PatchingCase]:
-    """gelu-2l: the tutorial's surname corruption and two short pairs; gpt2-small (144
+    """gelu-2l: the tutorial's surname corruption and a short pair; gpt2-small (144
     heads): one short pair, so a head × position sweep stays a few forward passes."""
     if gm.key == "gpt2-small":
         return [short_case(gm.model, rng)]
-    return [CORRUPTIONS["surname"], short_case(gm.model, rng), short_case(gm.model, rng)]
+    return [CORRUPTIONS["surname"], short_case(gm.model, rng)]
 
 
 def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    return [
-        Case(f"{pair.label}: {pair.clean_prompt!r}", lambda pair=pair: {"model": gm.model, **pair.as_args()})
-        for pair in sweep_pairs(gm, rng)
-    ]
+    return [Case(f"{pair.label}: {pair.clean_prompt!r}", {"model": MODEL, **pair.as_args()})
+            for pair in sweep_pairs(gm, rng)]
 
 
 def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
@@ -47,23 +47,58 @@ def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
         pos = None if i == 0 else rng.randint(1, min(n_pos, n_heads) - 1)
         z_name = f"blocks.{layer}.attn.hook_z"
         if i < 2:
-            hook, name, clean_act, source = model.hook_dict[z_name], z_name, clean[z_name], corrupt
+            name, hook, activations, source = z_name, Hook(z_name), clean[z_name].clone(), Cache(pair.corrupt_prompt)
         else:
             name = f"blocks.{layer}.attn.hook_result"
-            hook = HookPoint()
-            hook.name = name
-            w_o = model.W_O[layer]
-            clean_act = torch.einsum("bphd,hdm->bphm", clean[z_name], w_o)
+            w_o = model.W_O[layer].detach()
+            hook, activations = Hook(name, detached=True), torch.einsum("bphd,hdm->bphm", clean[z_name], w_o)
             source = {name: torch.einsum("bphd,hdm->bphm", corrupt[z_name], w_o)}
-        out.append(
-            Case(
-                f"{pair.label}, {name}, head {head}, pos {pos}",
-                lambda h=hook, a=clean_act, s=source, hd=head, p=pos: {
-                    "activations": a.clone(), "hook": h, "head": hd, "corrupt_cache": s, "pos": p,
-                },
-            )
-        )
+        out.append(Case(f"{pair.label}, {name}, head {head}, pos {pos}", {
+            "activations": activations, "hook": hook, "head": head, "corrupt_cache": source, "pos": pos}))
     return out
+
+
+def _patch_properties(gm: GradingModel) -> list[Property]:
+    model = gm.model
+    n_heads = model.cfg.n_heads
+    name = "blocks.0.attn.hook_z"
+    generator = torch.Generator().manual_seed(2)
+    shape = (2, 6, n_heads, model.cfg.d_head)
+    clean, corrupt = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    head = n_heads - 1
+    props = []
+    for pos in (None, 3):
+        expected = clean.clone()
+        at = slice(None) if pos is None else pos
+        expected[:, at, head] = corrupt[:, at, head]
+        call = ({"activations": clean, "hook": Hook(name), "head": head, "corrupt_cache": {name: corrupt}, "pos": pos},)
+        where = "every position" if pos is None else f"position {pos}"
+        props.append(Property(f"pos={pos}: exactly head {head} at {where} patched", call,
+                              lambda a, e=expected: shaped(a[0], shape) or close(a[0], e, "the patched slice")))
+    return props
+
+
+def _sweep_properties(shape_of: Callable[[int, int, int], tuple]) -> Callable[[GradingModel], list[Property]]:
+    """What any head sweep must satisfy, checked without a reference answer."""
+
+    def properties(gm: GradingModel) -> list[Property]:
+        model = gm.model
+        case = SHORT_PAIR  # 4 tokens with BOS: quick on any model
+        args = {"model": MODEL, **case.as_args()}
+        shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(case.clean_prompt).shape[1])
+        baseline = torch.full(shape, case.logit_diff(model, case.clean_prompt))
+        same = {**args, "corrupt_prompt": case.clean_prompt}
+        swapped = {**args, "clean_answer": case.corrupt_answer, "corrupt_answer": case.clean_answer}
+        return [
+            Property(f"shape {list(shape)}, finite floats", (args,), lambda a: shaped(a[0], shape)),
+            Property("patching from an identical run changes nothing", (same,), lambda a: shaped(a[0], shape) or close(
+                a[0], baseline, "with corrupt_prompt = clean_prompt every entry must be the clean logit diff",
+                atol=1e-3)),
+            Property("swapping the two answers flips the sign", (args, swapped), lambda a: shaped(a[0], shape)
+                     or shaped(a[1], shape) or close(a[1], -a[0], "sweep with answers swapped", atol=1e-3)),
+        ]
+
+    return properties
 
 
 def _positions(pos):
@@ -101,8 +136,12 @@ def _unchanged(activations, hook, head, corrupt_cache, pos=None):
 
 # The exact fast sweeps serve as the graders' reference (the readable batched ones in
 # solutions/ are what learners see); mistakes derived from the reference reuse them.
-head_sweep = fast.head_patching_sweep
-head_pos_sweep = fast.head_by_position_sweep
+def head_sweep(**args) -> torch.Tensor:
+    return fast.head_patching_sweep(**args)
+
+
+def head_pos_sweep(**args) -> torch.Tensor:
+    return fast.head_by_position_sweep(**args)
 
 
 def sweep_variant(
@@ -146,10 +185,8 @@ def _variant(**knobs) -> Callable:
 
 
 def _minus_clean(**args) -> torch.Tensor:
-    model = args["model"]
-    final = model(args["clean_prompt"])[0, -1]
-    baseline = final[model.to_single_token(args["clean_answer"])] - final[model.to_single_token(args["corrupt_answer"])]
-    return head_sweep(**args) - baseline
+    case = PatchingCase("", *(args[k] for k in ("clean_prompt", "corrupt_prompt", "clean_answer", "corrupt_answer")))
+    return head_sweep(**args) - case.logit_diff(args["model"], case.clean_prompt)
 
 
 def _by_position(fn: Callable[[torch.Tensor, int, int, int], torch.Tensor]) -> Callable:
@@ -179,12 +216,14 @@ def _spread_over_heads(**args) -> torch.Tensor:
 EXERCISES = [
     Exercise(
         name="patch_head_output",
-        hint='activations is [batch, position, head, ...]: overwrite activations[:, pos, head] (or activations[:, :, head] when pos is None) with the same slice of corrupt_cache[hook.name], then return activations.',
         chapter=CHAPTER,
-        section="'Patching one head'",
-        reference=ref.patch_head_output,
+        section="Patching one head",
+        hint=("activations is [batch, position, head, ...]: overwrite activations[:, pos, head] (or "
+              "activations[:, :, head] when pos is None) with the same slice of corrupt_cache[hook.name], then "
+              "return activations."),
         cases=_patch_cases,
         compare=close_tensor(atol=1e-5, rtol=0),
+        properties=_patch_properties,
         mistakes=(
             Mistake("patched every head", "Index the head axis (axis 2) with `head`: activations[:, pos, head].",
                     _all_heads),
@@ -203,12 +242,15 @@ EXERCISES = [
     ),
     Exercise(
         name="head_patching_sweep",
-        hint="Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head].",
         chapter=CHAPTER,
-        section="'The head sweep'",
-        reference=head_sweep,
+        section="The head sweep",
+        hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
+              "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
+              "and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head]."),
+        reference="solutions.fast_patching:head_patching_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
+        properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
         mistakes=(
             Mistake("subtracted the wrong way round", "Each entry is logit(clean_answer) − logit(corrupt_answer).",
                     lambda **args: -head_sweep(**args)),
@@ -229,12 +271,14 @@ EXERCISES = [
     ),
     Exercise(
         name="head_by_position_sweep",
-        hint='Like the head sweep with one more loop: for each layer, head and position, patch activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos].',
         chapter=CHAPTER,
-        section="'Heads by position'",
-        reference=head_pos_sweep,
+        section="Heads by position",
+        hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
+              "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),
+        reference="solutions.fast_patching:head_by_position_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
+        properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos)),
         mistakes=(
             Mistake("ordered the rows head * n_layers + layer",
                     "Row layer * n_heads + head: all heads of layer 0 first, then layer 1, ...",

@@ -1,37 +1,20 @@
-"""Checks for chapter 3: attention patterns from q, k and v, and scores that name heads."""
+"""Chapter 3's exercises: attention patterns from q, k and v, and scores that name heads."""
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Optional
 
 import torch
 
 from circuitlab.prompts import CLEAN_PROMPT, random_case
-from graders.compare import close_tensor
-from graders.engine import Case, Exercise, Mistake
+from graders.compare import close_float, close_tensor
+from graders.declare import Cache, Case, Exercise, Mistake, Property, answer_module
 from graders.models import GradingModel
-from solutions import ch03_attention_patterns as ref
+from graders.properties import close
 
 CHAPTER = "03_attention_patterns"
-
-
-def close_float(atol: float = 1e-4, rtol: float = 1e-4):
-    """A Python float (or 0-dim tensor) within atol + rtol * |expected| of the reference."""
-
-    def compare(got: Any, expected: float) -> Optional[str]:
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if not isinstance(got, (int, float)) or isinstance(got, bool):
-            return f"returned {type(got).__name__}, expected a float"
-        if not math.isfinite(got):
-            return f"returned {got}, expected a finite number"
-        if abs(got - expected) > atol + rtol * abs(expected):
-            return f"returned {got:.6g}, expected {expected:.6g}"
-        return None
-
-    return compare
+ref = answer_module("solutions.ch03_attention_patterns")  # some known mistakes are one score mistaken for another
 
 
 def repeated_tokens(model, rng: random.Random, length: int = 8) -> torch.Tensor:
@@ -43,51 +26,40 @@ def repeated_tokens(model, rng: random.Random, length: int = 8) -> torch.Tensor:
     return torch.cat([bos, body, body]).unsqueeze(0).to(model.cfg.device)
 
 
-def _caches(gm: GradingModel, rng: random.Random) -> list[tuple[str, Any]]:
-    model = gm.model
-    prompts = [("clean prompt", CLEAN_PROMPT), ("fresh prompt", random_case(rng).corrupt_prompt)]
-    with torch.no_grad():
-        return [(label, model.run_with_cache(text)[1]) for label, text in prompts]
+def _prompts(rng: random.Random) -> list[tuple[str, str]]:
+    return [("clean prompt", CLEAN_PROMPT), ("fresh prompt", random_case(rng).corrupt_prompt)]
+
+
+def _n_pos(gm: GradingModel, text: str) -> int:
+    return gm.model.to_tokens(text).shape[1]
 
 
 def _score_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    model = gm.model
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    caches = _caches(gm, rng)
+    n_layers, n_heads = gm.model.cfg.n_layers, gm.model.cfg.n_heads
     out = [Case("tutorial: clean prompt, layer 0, head 1, Hart -> Alex",
-                lambda c=caches[0][1]: {"cache": c, "layer": 0, "head": 1, "q_pos": 5, "k_pos": 4})]
-    for label, cache in caches:
-        n_pos = cache["blocks.0.attn.hook_q"].shape[1]
+                {"cache": Cache(CLEAN_PROMPT), "layer": 0, "head": 1, "q_pos": 5, "k_pos": 4})]
+    for label, text in _prompts(rng):
+        n_pos = _n_pos(gm, text)
         for _ in range(2):
             q = rng.randint(2, n_pos - 1)
             k = rng.randrange(q)
             layer, head = rng.randrange(n_layers), rng.randrange(n_heads)
             out.append(Case(f"{label}: layer {layer}, head {head}, q {q}, k {k}",
-                            lambda c=cache, L=layer, h=head, q=q, k=k: {
-                                "cache": c, "layer": L, "head": h, "q_pos": q, "k_pos": k}))
+                            {"cache": Cache(text), "layer": layer, "head": head, "q_pos": q, "k_pos": k}))
     return out
 
 
-def _row_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+def _row_cases(gm: GradingModel, rng: random.Random, pos_name: str = "q_pos") -> list[Case]:
     """(layer, head, position) triples; positions start at 1 so masking the current token
     still leaves a key to attend to."""
-    model = gm.model
     out = []
-    for label, cache in _caches(gm, rng):
-        n_pos = cache["blocks.0.attn.hook_q"].shape[1]
+    for label, text in _prompts(rng):
+        n_pos = _n_pos(gm, text)
         for pos in (rng.randint(1, n_pos // 2), rng.randint(n_pos // 2, n_pos - 2)):
-            layer, head = rng.randrange(model.cfg.n_layers), rng.randrange(model.cfg.n_heads)
+            layer, head = rng.randrange(gm.model.cfg.n_layers), rng.randrange(gm.model.cfg.n_heads)
             out.append(Case(f"{label}: layer {layer}, head {head}, position {pos}",
-                            lambda c=cache, L=layer, h=head, p=pos: {"cache": c, "layer": L, "head": h, "q_pos": p}))
+                            {"cache": Cache(text), "layer": layer, "head": head, pos_name: pos}))
     return out
-
-
-def _z_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    return [
-        Case(case.label, lambda a=case.make_args(): {"cache": a["cache"], "layer": a["layer"], "head": a["head"],
-                                                      "pos": a["q_pos"]})
-        for case in _row_cases(gm, rng)
-    ]
 
 
 def _pattern_cases(gm: GradingModel, rng: random.Random, with_tokens: bool) -> list[Case]:
@@ -108,11 +80,89 @@ def _pattern_cases(gm: GradingModel, rng: random.Random, with_tokens: bool) -> l
     logits = torch.randn(model.cfg.n_heads, n_pos, n_pos, generator=gen) * 2
     pattern = logits.masked_fill(~causal, float("-inf")).softmax(-1)
     sources.append(("random pattern, small vocabulary", pattern, torch.randint(0, 5, (n_pos,), generator=gen)))
-    return [
-        Case(label, (lambda p=p, t=t: {"pattern": p.clone(), "tokens": t.clone()}) if with_tokens
-             else (lambda p=p: {"pattern": p.clone()}))
-        for label, p, t in sources
-    ]
+    return [Case(label, {"pattern": p, "tokens": t} if with_tokens else {"pattern": p}) for label, p, t in sources]
+
+
+# --- public properties: what the chapter text says each function equals ----------------
+
+def _clean_cache(gm: GradingModel):
+    with torch.no_grad():
+        return gm.model.run_with_cache(CLEAN_PROMPT)[1]
+
+
+def _score_properties(gm: GradingModel) -> list[Property]:
+    layer, head = gm.model.cfg.n_layers - 1, 1
+    scores = _clean_cache(gm)[f"blocks.{layer}.attn.hook_attn_scores"][0, head]
+
+    def equals(answer, q_pos, k_pos):
+        if type(answer) in (int, float) or (type(answer) is torch.Tensor and answer.numel() == 1):
+            if abs(float(answer) - scores[q_pos, k_pos].item()) < 1e-3:
+                return None
+        return (f"got {answer!r:.40}; the score must equal "
+                f"cache['blocks.{layer}.attn.hook_attn_scores'][0, head, q, k]")
+
+    return [Property(f"({q}, {k}) equals hook_attn_scores, as the chapter says",
+                     ({"cache": Cache(CLEAN_PROMPT), "layer": layer, "head": head, "q_pos": q, "k_pos": k},),
+                     lambda a, q=q, k=k: equals(a[0], q, k))
+            for q, k in ((5, 4), (11, 5))]
+
+
+def _row_properties(gm: GradingModel) -> list[Property]:
+    row = _clean_cache(gm)["blocks.0.attn.hook_pattern"][0, 0, 6]
+    call = ({"cache": Cache(CLEAN_PROMPT), "layer": 0, "head": 0, "q_pos": 6},)
+    return [Property("equals the hook_pattern row, as the chapter says", call,
+                     lambda a: close(a[0], row, "the pattern row"))]
+
+
+def _z_properties(gm: GradingModel) -> list[Property]:
+    layer = gm.model.cfg.n_layers - 1
+    z = _clean_cache(gm)[f"blocks.{layer}.attn.hook_z"][0, 7, 0]
+    call = ({"cache": Cache(CLEAN_PROMPT), "layer": layer, "head": 0, "pos": 7},)
+    return [Property("equals hook_z, as the chapter says", call, lambda a: close(a[0], z, "z"))]
+
+
+def _hand_made() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two hand-made heads on the sequence a b c a b c: head 0 attends to the previous
+    token, head 1 to the token after the earlier copy of the current one (where it exists)."""
+    tokens = torch.tensor([7, 8, 9, 7, 8, 9])
+    n = len(tokens)
+    pattern = torch.zeros(2, n, n)
+    pattern[:, 0, 0] = 1
+    for dst in range(1, n):
+        pattern[0, dst, dst - 1] = 1
+        pattern[1, dst, dst - 2 if dst >= 3 else dst] = 1  # dst - 3 is the copy; dst - 2 follows it
+    return pattern, tokens
+
+
+def _head_scores(index: slice, label: str, what: str):
+    def holds(answers):
+        got = answers[0]
+        got = got[index] if type(got) is torch.Tensor and got.dim() == 1 else got
+        return close(got, torch.ones(1), f"score of {what}")
+
+    return holds
+
+
+def _previous_properties(gm: GradingModel) -> list[Property]:
+    pattern, _ = _hand_made()
+    return [Property("a pure previous-token head scores 1", ({"pattern": pattern},),
+                     _head_scores(slice(0, 1), "previous", "head 0"))]
+
+
+def _duplicate_properties(gm: GradingModel) -> list[Property]:
+    pattern, tokens = _hand_made()
+    copies = pattern.clone()
+    for dst in range(3, 6):
+        copies[1, dst] = 0
+        copies[1, dst, dst - 3] = 1  # attend to the earlier copy of the same token
+    return [Property("a head attending to earlier copies scores 1", ({"pattern": copies, "tokens": tokens},),
+                     _head_scores(slice(1, 2), "duplicate", "head 1"))]
+
+
+def _induction_properties(gm: GradingModel) -> list[Property]:
+    pattern, tokens = _hand_made()
+    return [Property("a perfect induction head scores 1", ({"pattern": pattern, "tokens": tokens},),
+                     _head_scores(slice(1, 2), "induction", "head 1"))]
 
 
 # --- known mistakes ------------------------------------------------------------------
@@ -174,12 +224,13 @@ def _score_with(targets: torch.Tensor, pattern: torch.Tensor, every_row: bool = 
 EXERCISES = [
     Exercise(
         name="attention_score",
-        hint="Take q = cache['blocks.{layer}.attn.hook_q'][0, q_pos, head] and k = ...hook_k[0, k_pos, head]; the score is q @ k / sqrt(d_head), returned as a float.",
         chapter=CHAPTER,
-        section="'From q and k to a score'",
-        reference=ref.attention_score,
+        section="From q and k to a score",
+        hint=("Take q = cache['blocks.{layer}.attn.hook_q'][0, q_pos, head] and k = ...hook_k[0, k_pos, head]; the "
+              "score is q @ k / sqrt(d_head), returned as a float."),
         cases=_score_cases,
         compare=close_float(),
+        properties=_score_properties,
         mistakes=(
             Mistake("left out the division by √d_head", "Divide q · k by math.sqrt(d_head) (d_head = q.shape[-1]).",
                     lambda cache, layer, head, q_pos, k_pos: float(torch.dot(*_qk(cache, layer, head, q_pos, k_pos)))),
@@ -197,12 +248,13 @@ EXERCISES = [
     ),
     Exercise(
         name="attention_pattern_row",
-        hint='Take the scores of query q_pos against every key position, set the keys after q_pos to -inf (causal mask), then softmax over the key axis.',
         chapter=CHAPTER,
-        section="'From scores to a pattern'",
-        reference=ref.attention_pattern_row,
+        section="From scores to a pattern",
+        hint=("Take the scores of query q_pos against every key position, set the keys after q_pos to -inf (causal "
+              "mask), then softmax over the key axis."),
         cases=_row_cases,
         compare=close_tensor(atol=1e-5, rtol=1e-4),
+        properties=_row_properties,
         mistakes=(
             Mistake("left out the causal mask", "Set the scores of keys after q_pos to -inf before the softmax.",
                     lambda cache, layer, head, q_pos: _scores_row(cache, layer, head, q_pos).softmax(-1)),
@@ -224,12 +276,13 @@ EXERCISES = [
     ),
     Exercise(
         name="head_z",
-        hint='z at pos is the pattern row of that query (hook_pattern[0, head, pos]) times the value vectors of every position (hook_v[0, :, head]).',
         chapter=CHAPTER,
-        section="'From a pattern to z'",
-        reference=ref.head_z,
-        cases=_z_cases,
+        section="From a pattern to z",
+        hint=("z at pos is the pattern row of that query (hook_pattern[0, head, pos]) times the value vectors of "
+              "every position (hook_v[0, :, head])."),
+        cases=lambda gm, rng: _row_cases(gm, rng, pos_name="pos"),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
+        properties=_z_properties,
         mistakes=(
             Mistake("weighted by the pattern column (attention paid to pos) instead of the row",
                     "Use hook_pattern[0, head, pos, :]: what position pos attends to.",
@@ -246,12 +299,12 @@ EXERCISES = [
     ),
     Exercise(
         name="previous_token_score",
-        hint='For each head, average pattern[head, dst, dst - 1] over dst = 1 .. n_pos - 1 (the diagonal just below the main one).',
         chapter=CHAPTER,
-        section="'Scores that name a head'",
-        reference=ref.previous_token_score,
+        section="Scores that name a head",
+        hint='For each head, average pattern[head, dst, dst - 1] over dst = 1 .. n_pos - 1 (the diagonal just below the main one).',
         cases=lambda gm, rng: _pattern_cases(gm, rng, with_tokens=False),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
+        properties=_previous_properties,
         mistakes=(
             Mistake("measured attention to the current token (the main diagonal)",
                     "The previous token of dst is src = dst - 1: pattern.diagonal(offset=-1, dim1=-2, dim2=-1).",
@@ -269,12 +322,12 @@ EXERCISES = [
     ),
     Exercise(
         name="duplicate_token_score",
-        hint='For each destination with an earlier copy of its own token, sum the attention to those earlier copies; average over those destinations only.',
         chapter=CHAPTER,
-        section="'Scores that name a head'",
-        reference=ref.duplicate_token_score,
+        section="Scores that name a head",
+        hint='For each destination with an earlier copy of its own token, sum the attention to those earlier copies; average over those destinations only.',
         cases=lambda gm, rng: _pattern_cases(gm, rng, with_tokens=True),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
+        properties=_duplicate_properties,
         mistakes=(
             Mistake("counted the current token as its own earlier copy",
                     "Only strictly earlier positions count: src < dst.",
@@ -289,12 +342,12 @@ EXERCISES = [
     ),
     Exercise(
         name="induction_score",
-        hint='For each destination whose token appeared earlier, sum the attention to the positions right after those earlier copies; average over those destinations only.',
         chapter=CHAPTER,
-        section="'Scores that name a head'",
-        reference=ref.induction_score,
+        section="Scores that name a head",
+        hint='For each destination whose token appeared earlier, sum the attention to the positions right after those earlier copies; average over those destinations only.',
         cases=lambda gm, rng: _pattern_cases(gm, rng, with_tokens=True),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
+        properties=_induction_properties,
         mistakes=(
             Mistake("scored the earlier copy itself (that is the duplicate-token score)",
                     "An induction head attends to the token right after the earlier copy: src = copy + 1.",

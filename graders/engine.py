@@ -1,15 +1,19 @@
-"""The grading engine: one loop that grades any exercise from its declaration.
+"""The grading engine: one loop that grades any exercise from its declaration, in every mode.
 
-An exercise declares its reference, how to build test cases on a model, how to
-compare an answer with the reference's, and a library of known mistakes. The
-engine runs the learner's function on every case, scores the share of cases
-passed (for 2-D sweep outputs, the share of matching cells), and, when the
-learner's answers match a known mistake, names it.
+A grade has three steps, in this order:
 
-Every learner call runs inside a `guard.Guard`: a time limit, captured output, and
-afterwards a check that restores and names anything the call changed (cached inputs,
-the model's weights, hooks, training mode, cfg). A learner function that reads the
-course's own solutions/ or graders/ code scores zero.
+1. Plan (trusted). The mode picks the checks: "full" compares with the reference on the
+   exercise's cases (seed 0), "hidden" does the same on cases drawn from other seeds,
+   "public" checks the properties the chapter states, without the reference. Every
+   number the grader itself needs (reference answers, the facts a property compares
+   with) is computed now, before any learner code runs, and cached by the case's
+   content.
+2. Call. The learner's function runs on each check's inputs, one call at a time, each
+   inside a `guard.Guard` (time limit, captured output, answer-code watch, restore and
+   name of side effects, the weights' content included), so every call starts from the
+   model and inputs the grader's numbers were computed on.
+3. Judge (trusted). Answers are compared, failures matched against the exercise's known
+   mistakes and then the generic diagnoses, and the feedback written.
 """
 
 from __future__ import annotations
@@ -18,103 +22,29 @@ import random
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from circuitlab import progress
 from graders import hints
-from graders.guard import BoundedOutput, Guard, ModelWatch, Protected, course_references, is_course_code
+from graders.declare import Case, Exercise, Mistake
+from graders.diagnoses import Failure, diagnose
+from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
+from graders.inputs import Arguments, fingerprint
 from graders.models import GradingModel, grading_models
+from graders.results import CaseResult, Result, not_implemented, reads_course_code
+
+MODES = ("full", "hidden", "public")
+ANSWER_PACKAGES = ("solutions", "graders")
+MAX_MESSAGE = 600  # characters of one feedback message (a learner's repr can be huge)
 
 
-@dataclass(frozen=True)
-class Case:
-    """One input to an exercise. `make_args` builds fresh arguments for every call, so
-    a function that edits its inputs in place cannot spoil the next call."""
-
-    label: str
-    make_args: Callable[[], dict[str, Any]]
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " […]"
 
 
-@dataclass(frozen=True)
-class Mistake:
-    """A known wrong implementation, and what to tell a learner whose answers match it."""
-
-    description: str  # what the learner's code did, e.g. "patched every position"
-    fix: str  # what to do instead
-    fn: Callable[..., Any]  # the wrong implementation, same signature as the reference
-
-
-# compare(got, expected) -> None when they agree, else a sentence saying how they differ.
-Compare = Callable[[Any, Any], Optional[str]]
-
-
-@dataclass(frozen=True)
-class Exercise:
-    name: str
-    chapter: str  # e.g. "01_residual_patching"
-    section: str  # the chapter section that teaches it, for hints
-    reference: Callable[..., Any]
-    cases: Callable[[GradingModel, random.Random], list[Case]]
-    compare: Compare
-    mistakes: tuple[Mistake, ...] = ()
-    seed: int = 0
-    hint: str = ""  # shown from the second failure in a row; a generic hint when empty
-    time_limit_s: Optional[float] = None  # per call; default: see Grader.time_limit
-
-
-@dataclass
-class CaseResult:
-    model: str
-    label: str
-    passed: bool
-    message: str = ""
-    cells: Optional[tuple[int, int]] = None  # (matching, total) for 2-D outputs
-
-    @property
-    def credit(self) -> float:
-        if self.passed:
-            return 1.0
-        return self.cells[0] / self.cells[1] if self.cells and self.cells[1] else 0.0
-
-
-@dataclass(repr=False)
-class Result:
-    exercise: str
-    passed: bool
-    score: float
-    feedback: str
-    cases: list[CaseResult] = field(default_factory=list)
-    difference: Optional[tuple[str, torch.Tensor]] = None  # (case label, learner − reference) of a sweep
-
-    def __str__(self) -> str:
-        mark = "PASS" if self.passed else "FAIL"
-        return f"[{mark}] {self.exercise} (score {self.score:.2f})\n{self.feedback}"
-
-    __repr__ = __str__
-
-    def _image(self) -> Optional[str]:
-        if self.difference is None:
-            return None
-        from graders.heatmap import difference_png
-
-        label, diff = self.difference
-        return difference_png(diff, f"your answer − reference ({label})")
-
-    def _repr_markdown_(self) -> str:
-        mark = "✅" if self.passed else "❌"
-        body = self.feedback.replace("\n", "  \n")
-        return f"{mark} **{self.exercise}** — score {self.score:.2f}  \n{body}"
-
-    def _repr_html_(self) -> str:
-        import html
-
-        mark = "✅" if self.passed else "❌"
-        body = "<br>".join(html.escape(line) for line in self.feedback.splitlines())
-        image = self._image()
-        figure = f'<br><img alt="difference heatmap" src="data:image/png;base64,{image}">' if image else ""
-        return f"<div>{mark} <b>{html.escape(self.exercise)}</b> — score {self.score:.2f}<br>{body}{figure}</div>"
+# ---------------------------------------------------------------- one learner call
 
 
 class NotImplementedYet(Exception):
@@ -125,24 +55,10 @@ class LearnerError(Exception):
     """The learner's function raised; the message points at the learner's line."""
 
 
-MAX_MESSAGE = 600  # characters of one feedback message (a learner's repr can be huge)
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " […]"
-
-
-def _learner_frame(tb_frames: list[traceback.FrameSummary], fn: Callable) -> Optional[traceback.FrameSummary]:
-    code = getattr(fn, "__code__", None)
-    own = [f for f in tb_frames if code is not None and f.filename == code.co_filename]
-    return own[-1] if own else None
-
-
 def call_learner(fn: Callable, args: dict[str, Any]) -> Any:
     """Call learner code, turning the stub and crashes into readable messages."""
     try:
-        with torch.no_grad():
-            return fn(**args)
+        return fn(**args)
     except NotImplementedError as err:
         frames = traceback.extract_tb(err.__traceback__)
         # Raised by the learner's own function body: that is the stub, not a library limit.
@@ -156,32 +72,64 @@ def call_learner(fn: Callable, args: dict[str, Any]) -> Any:
 
 
 def _describe_exception(err: BaseException, fn: Callable) -> str:
-    frames = traceback.extract_tb(err.__traceback__)
-    where = _learner_frame(frames, fn)
+    code = getattr(fn, "__code__", None)
+    own = [f for f in traceback.extract_tb(err.__traceback__) if code is not None and f.filename == code.co_filename]
     try:
         message = f"{type(err).__name__}: {_short(str(err))}"
     except Exception:  # an exception whose str() fails
         message = type(err).__name__
-    if where is None:
+    if not own:
         return f"your function raised {message}"
-    line = (where.line or "").strip()
-    return f"your function raised {message}\n  at line {where.lineno} in {where.name}: {line}"
+    where = own[-1]
+    return f"your function raised {message}\n  at line {where.lineno} in {where.name}: {(where.line or '').strip()}"
+
+
+@dataclass
+class Outcome:
+    """What one learner call did. `kind`: "answer", "raised", "stub", "timeout",
+    "course_code" or "not_run"; `notes`: side effects the guard undid."""
+
+    kind: str
+    value: Any = None
+    message: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- checks
+
+
+@dataclass
+class Check:
+    """One thing the learner's function is checked on: the calls to make, and how to
+    judge their answers (None when they pass, else what is wrong)."""
+
+    gm: GradingModel
+    label: str
+    calls: list[Mapping[str, Any]]
+    judge: Callable[[list[Any]], Optional[str]]
+    limit: float  # seconds per call
+    expected: Any = None  # the reference's answer, for cases
+    case: Optional[Case] = None
 
 
 class Grader:
-    """Grades exercises on a set of models, caching cases and reference answers so a
-    learner's repeated checks only pay for the learner's own function."""
+    """Grades exercises on a set of models, caching cases, reference answers and known
+    mistakes' answers by content, so a learner's repeated check only pays for the
+    learner's own function."""
 
     MIN_TIME_LIMIT_S = 10.0  # per call: the larger of this and SLOWDOWN x the reference's time
     SLOWDOWN = 20.0
+    PUBLIC_TIME_LIMIT_S = 60.0  # per call where there is no reference to time
 
     def __init__(self, models: Optional[list[GradingModel]] = None, attempts: Optional[hints.Attempts] = None) -> None:
         self._models = models
         self._attempts = attempts or hints.SESSION
-        self._cases: dict[tuple[str, str], list[Case]] = {}
-        self._expected: dict[tuple[str, str, str], tuple[Any, float]] = {}
-        self._protected: dict[tuple[str, str, str], Protected] = {}
-        self._mistaken: dict[tuple[str, int, str, str], Any] = {}
+        self._cases: dict[tuple[str, str, int], list[Case]] = {}
+        self._expected: dict[str, tuple[Any, float]] = {}
+        self._mistaken: dict[tuple[int, str], Any] = {}
+        self._arguments: dict[int, Arguments] = {}
+        self._snapshots: dict[int, Snapshot] = {}
+        self.course = CourseCode(ANSWER_PACKAGES, harness=(__file__,))
 
     @property
     def models(self) -> list[GradingModel]:
@@ -189,207 +137,247 @@ class Grader:
             self._models = grading_models()
         return self._models
 
-    def cases(self, exercise: Exercise, gm: GradingModel) -> list[Case]:
-        key = (exercise.name, gm.key)
+    # ------------------------------------------------------------ trusted numbers
+
+    def cases(self, exercise: Exercise, gm: GradingModel, seed: int = 0) -> list[Case]:
+        key = (exercise.name, gm.key, seed)
         if key not in self._cases:
-            rng = random.Random(f"{exercise.name}/{gm.key}/{exercise.seed}")
-            self._cases[key] = exercise.cases(gm, rng)
+            self._cases[key] = exercise.cases(gm, random.Random(f"{exercise.name}/{gm.key}/{seed}"))
         return self._cases[key]
 
-    def expected(self, exercise: Exercise, gm: GradingModel, case: Case) -> Any:
-        return self._reference(exercise, gm, case)[0]
-
-    def _reference(self, exercise: Exercise, gm: GradingModel, case: Case) -> tuple[Any, float]:
-        """The reference's answer on `case` and the seconds it took (cached)."""
-        key = (exercise.name, gm.key, case.label)
+    def expected(self, exercise: Exercise, gm: GradingModel, case: Case) -> tuple[Any, float]:
+        """The reference's answer on `case` and the seconds it took (cached by content)."""
+        key = exercise.case_id(gm.key, case)
         if key not in self._expected:
+            args, _ = self.arguments(gm).build(case.inputs)
             start = time.perf_counter()
-            with torch.no_grad():
-                answer = exercise.reference(**case.make_args())
+            with _grad_mode(exercise.grad):
+                answer = exercise.reference_fn()(**args)
             self._expected[key] = (answer, time.perf_counter() - start)
         return self._expected[key]
 
-    def protected(self, exercise: Exercise, gm: GradingModel, case: Case) -> Protected:
-        """The case's inputs that persist between calls, with copies to restore them from."""
-        key = (exercise.name, gm.key, case.label)
-        if key not in self._protected:
-            self._protected[key] = Protected.of(case.make_args)
-        return self._protected[key]
+    def arguments(self, gm: GradingModel) -> Arguments:
+        if id(gm.model) not in self._arguments:
+            self._arguments[id(gm.model)] = Arguments(gm.model)
+        return self._arguments[id(gm.model)]
 
-    def time_limit(self, exercise: Exercise, reference_s: float) -> float:
+    def protected(self, shared: list[tuple[str, Any]]) -> Protected:
+        for _, value in shared:
+            if id(value) not in self._snapshots:
+                self._snapshots[id(value)] = Snapshot(value)
+        return Protected([(path, self._snapshots[id(value)]) for path, value in shared])
+
+    def time_limit(self, exercise: Exercise, reference_s: Optional[float]) -> float:
         if exercise.time_limit_s is not None:
             return exercise.time_limit_s
+        if reference_s is None:
+            return self.PUBLIC_TIME_LIMIT_S
         return max(self.MIN_TIME_LIMIT_S, self.SLOWDOWN * reference_s)
 
-    def mistaken(self, exercise: Exercise, index: int, gm: GradingModel, case: Case) -> Any:
-        """What known mistake `index` answers on `case` (cached; None if it crashes)."""
-        key = (exercise.name, index, gm.key, case.label)
-        if key not in self._mistaken:
-            self._mistaken[key] = None
-            with Guard(gm.model, self.protected(exercise, gm, case)):
-                try:
-                    self._mistaken[key] = call_learner(exercise.mistakes[index].fn, case.make_args())
-                except (LearnerError, NotImplementedYet):
-                    pass
-        return self._mistaken[key]
-
-    def first_match(self, exercise: Exercise, failures: list[tuple[GradingModel, Case, Any]]) -> Optional[Mistake]:
-        """The first known mistake whose answers equal the learner's on every failed case."""
-        for index, mistake in enumerate(exercise.mistakes):
-            if all(
-                (wrong := self.mistaken(exercise, index, gm, case)) is not None
-                and _safe_compare(exercise.compare, got, wrong) is None
-                for gm, case, got in failures
-            ):
-                return mistake
-        return None
-
-    def grade(self, exercise: Exercise, fn: Callable) -> Result:
-        with progress.quiet():  # a check shows its verdict, not the references' progress bars
-            return self._grade(exercise, fn)
-
-    def _grade(self, exercise: Exercise, fn: Callable) -> Result:
-        """Grade `fn`. Course code (a function defined in solutions/ or graders/: the
-        references and the known mistakes) is graded as is; anything else that reads the
-        course's code scores zero."""
-        trusted = is_course_code(fn)
-        if not trusted and (uses := course_references(fn)):
-            return _reads_course_code(exercise, "; ".join(uses))
-        results: list[CaseResult] = []
-        failures: list[tuple[GradingModel, Case, Any]] = []
-        notes: list[str] = []
-        difference: Optional[tuple[str, torch.Tensor]] = None
-        timed_out = False
-        printed = BoundedOutput()  # everything the learner's calls print, summarised once
+    def plan(self, exercise: Exercise, mode: str, seeds: Sequence[int] = (0,)) -> list[Check]:
+        """Every check of `exercise` in `mode`, with the grader's own numbers computed."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        checks = []
         for gm in self.models:
-            reaches_model = False
-            for case in self.cases(exercise, gm):
-                if timed_out:
-                    results.append(CaseResult(gm.label, case.label, False, "not run: an earlier case ran out of time"))
-                    continue
-                expected, reference_s = self._reference(exercise, gm, case)
-                limit = self.time_limit(exercise, reference_s)
-                args = case.make_args()
-                reaches_model |= any(isinstance(v, torch.nn.Module) and next(v.parameters(), None) is not None
-                                     for v in args.values())
-                guard = Guard(gm.model, self.protected(exercise, gm, case), limit, not trusted, printed)
-                error = None
-                with guard:
-                    try:
-                        got = call_learner(fn, args)
-                    except NotImplementedYet:
-                        return _not_implemented(exercise)
-                    except LearnerError as err:
-                        error = str(err)
-                del args
-                undone = [f"your function {n}" for n in guard.notes]
-                notes += [n for n in undone if n not in notes]
-                if guard.course_code is not None:
-                    return _reads_course_code(exercise, f"runs {guard.course_code}")
-                if guard.timed_out:
-                    timed_out = True
-                    error = (
-                        f"stopped after {limit:.3g} s (the reference takes {reference_s:.2g} s): look for an endless "
-                        "loop, or a loop over something the exercise lets you do in one batched call"
-                    )
-                elif error is None and undone:
-                    error = undone[0]
-                elif error is None and (shared := guard.aliases(got)) is not None:
-                    error = (f"returned a tensor that shares memory with {shared}; return a new tensor "
-                             "(e.g. `.clone()`), so later edits cannot change the original")
-                    if _safe_compare(exercise.compare, got, expected) is not None:
-                        failures.append((gm, case, got.clone()))  # the values may still match a known mistake
-                if error is not None:
-                    results.append(CaseResult(gm.label, case.label, False, _short(error)))
-                    continue
-                problem = _safe_compare(exercise.compare, got, expected)
-                cells = _cells(exercise.compare, got, expected)
-                results.append(CaseResult(gm.label, case.label, problem is None, _short(problem or ""), cells))
-                if problem is not None:
-                    failures.append((gm, case, got))
-                    if difference is None and cells is not None and _cellwise(got, expected):
-                        difference = (case.label, got.detach().float().cpu() - expected.detach().float().cpu())
-            if reaches_model:  # edits through `.data` escape the per-call check
-                changed = [f"your function {n}" for n in ModelWatch.of(gm.model).verify()]
-                notes += changed
-                for r in results:
-                    if changed and r.model == gm.label and r.passed:
-                        r.passed, r.message = False, changed[0]
+            if mode == "public":
+                for prop in exercise.properties(gm):
+                    checks.append(Check(gm, prop.label, list(prop.calls), prop.holds, self.time_limit(exercise, None)))
+                continue
+            for seed in seeds:
+                for case in self.cases(exercise, gm, seed):
+                    expected, seconds = self.expected(exercise, gm, case)
+                    checks.append(Check(gm, case.label, [case.inputs],
+                                        lambda answers, e=expected: exercise.compare(answers[0], e),
+                                        self.time_limit(exercise, seconds), expected, case))
+        return checks
+
+    # ------------------------------------------------------------ learner calls
+
+    def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float,
+             watch: bool, printed: BoundedOutput) -> Outcome:
+        """One guarded learner call (also used for known mistakes, with `watch` off)."""
+        args, shared = self.arguments(gm).build(inputs)
+        guard = Guard(gm.model, self.protected(shared), limit, self.course if watch else None, printed, exercise.grad)
+        outcome = Outcome("raised")
+        with guard:
+            try:
+                outcome = Outcome("answer", call_learner(fn, args))
+            except NotImplementedYet:
+                outcome = Outcome("stub")
+            except LearnerError as err:
+                outcome = Outcome("raised", message=str(err))
+        outcome.notes = [f"your function {n}" for n in guard.notes]
+        if guard.course_code is not None:
+            return Outcome("course_code", message=f"runs {guard.course_code}")
+        if guard.timed_out:
+            return Outcome("timeout", message=(
+                f"stopped after {limit:.3g} s: look for an endless loop, or a loop over something the exercise "
+                "lets you do in one batched call"), notes=outcome.notes)
+        if outcome.kind == "answer" and (shared_with := guard.aliases(outcome.value)) is not None:
+            outcome.message = (f"returned a tensor that shares memory with {shared_with}; return a new tensor "
+                               "(e.g. `.clone()`), so later edits cannot change the original")
+            outcome.value = _detached_copy(outcome.value)
+        return outcome
+
+    # ------------------------------------------------------------ the loop
+
+    def grade(self, exercise: Exercise, fn: Callable, mode: str = "full", seeds: Sequence[int] = (0,)) -> Result:
+        with progress.quiet():  # a check shows its verdict, not the references' progress bars
+            return self._grade(exercise, fn, mode, seeds)
+
+    def _grade(self, exercise: Exercise, fn: Callable, mode: str, seeds: Sequence[int]) -> Result:
+        """Course code (a reference or a known mistake) is graded as is; any other function
+        that reads the answer code scores zero."""
+        trusted = self._is_answer_code(exercise, fn)
+        if not trusted and (uses := self.course.references(fn)):
+            return reads_course_code(exercise.name, "; ".join(uses), mode)
+        checks = self.plan(exercise, mode, seeds)
+        results: list[CaseResult] = []
+        failures: list[tuple[Check, Any]] = []
+        notes: list[str] = []
+        printed = BoundedOutput()  # everything the learner's calls print, summarised once
+        stopped = False
+        answered: dict[tuple[str, str], Outcome] = {}  # checks sharing inputs share one call
+        for check in checks:
+            outcomes = []
+            for inputs in check.calls:
+                key = (check.gm.key, fingerprint(dict(inputs)))
+                repeat = any(o is answered.get(key) for o in outcomes)  # asked twice in one check: call again
+                outcome = (Outcome("not_run") if stopped else answered[key] if key in answered and not repeat
+                           else self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed))
+                answered[key] = outcome
+                if outcome.kind == "stub":
+                    return not_implemented(exercise.name, mode)
+                if outcome.kind == "course_code":
+                    return reads_course_code(exercise.name, outcome.message, mode)
+                stopped |= outcome.kind == "timeout"
+                notes += [n for n in outcome.notes if n not in notes]
+                outcomes.append(outcome)
+            results.append(self._judge(exercise, check, outcomes, failures))
         if printed.note():
             notes.append(printed.note())
-        mistake = self.first_match(exercise, failures) if failures else None
-        result = _summarise(exercise, results, mistake, [gm.label for gm in self.models], notes)
-        result.difference = difference
+        explanation = self._explain(exercise, failures)
+        result = _summarise(exercise, results, explanation, [gm.label for gm in self.models], notes, mode)
+        result.difference = next((d for check, got in failures if (d := _difference(check, got)) is not None), None)
         failures_in_a_row = self._attempts.record(exercise.name, result.passed)
         extra = hints.progressive(exercise.hint, exercise.section, exercise.chapter, failures_in_a_row)
         if extra:
             result.feedback += "\n" + "\n".join(extra)
         return result
 
-
-def _safe_compare(compare: Compare, got: Any, expected: Any) -> Optional[str]:
-    """Compare under a time limit: a learner's return value can run its own code
-    (__eq__, __repr__, __torch_function__)."""
-    if isinstance(got, torch.Tensor) and type(got) is not torch.Tensor and not isinstance(got, torch.nn.Parameter):
-        return f"returned a {type(got).__name__} (a Tensor subclass); return a plain torch.Tensor"
-    guard = Guard(None, time_limit_s=Grader.MIN_TIME_LIMIT_S)
-    problem: Optional[str] = "the grader could not compare what your function returned"
-    with guard:
+    def _is_answer_code(self, exercise: Exercise, fn: Callable) -> bool:
+        """The declared reference or a known mistake (by identity: a decorated reference's
+        code lives in the decorator's library), or any function written in the answer code."""
+        declared = [m.fn for m in exercise.mistakes]
         try:
-            problem = compare(got, expected)
-        except Exception as err:
-            problem = f"the grader could not compare what your function returned ({type(err).__name__}: {err})"
-    if guard.timed_out:
-        problem = "comparing what your function returned took too long (does it define its own __eq__?)"
-    return problem
+            declared.append(exercise.reference_fn())
+        except (RuntimeError, AttributeError):  # a student release: no reference installed
+            pass
+        return any(fn is d for d in declared) or self.course.owns(fn)
+
+    def _judge(self, exercise: Exercise, check: Check, outcomes: list[Outcome],
+               failures: list[tuple[Check, Any]]) -> CaseResult:
+        label = check.gm.label
+        broken = next((o for o in outcomes if o.kind != "answer"), None)
+        if broken is not None:
+            message = ("not run: an earlier case ran out of time" if broken.kind == "not_run"
+                       else f"did not finish: {broken.message}" if broken.kind == "timeout" else broken.message)
+            return CaseResult(label, check.label, False, _short(message))
+        answers = [o.value for o in outcomes]
+        problem = self._safe(check.judge, answers)
+        if check.case is not None and problem is not None:
+            failures.append((check, answers[0]))
+        side_effect = next((o.message or o.notes[0] for o in outcomes if o.message or o.notes), None)
+        if side_effect is not None:
+            return CaseResult(label, check.label, False, _short(side_effect))
+        cells = _cells(exercise.compare, answers[0], check.expected) if check.case is not None else None
+        return CaseResult(label, check.label, problem is None, _short(problem or ""), cells)
+
+    def _safe(self, judge: Callable[[list[Any]], Optional[str]], answers: list[Any]) -> Optional[str]:
+        """Judge under a time limit: the learner's values can run their own code (__eq__,
+        __repr__, __torch_function__) even though the comparisons check types first."""
+        guard = Guard(None, time_limit_s=self.MIN_TIME_LIMIT_S)
+        problem: Optional[str] = "the grader could not compare what your function returned"
+        with guard:
+            try:
+                problem = judge(answers)
+            except Exception as err:
+                problem = f"the grader could not compare what your function returned ({type(err).__name__}: {err})"
+        if guard.timed_out:
+            problem = "comparing what your function returned took too long (does it define its own __eq__?)"
+        return problem
+
+    # ------------------------------------------------------------ explaining failures
+
+    def mistaken(self, exercise: Exercise, index: int, check: Check) -> Any:
+        """What known mistake `index` answers on `check`'s case (cached; None if it crashes)."""
+        key = (index, exercise.case_id(check.gm.key, check.case))
+        if key not in self._mistaken:
+            outcome = self.call(exercise, exercise.mistakes[index].fn, check.gm, check.case.inputs,
+                                self.MIN_TIME_LIMIT_S * 6, False, BoundedOutput())
+            self._mistaken[key] = outcome.value if outcome.kind == "answer" else None
+        return self._mistaken[key]
+
+    def _explain(self, exercise: Exercise, failures: list[tuple[Check, Any]]) -> Optional[str]:
+        """A known mistake whose answers equal the learner's on every failed case, else a
+        generic diagnosis that holds on all of them."""
+        if not failures:
+            return None
+        mistake = self._first_mistake(exercise, failures)
+        if mistake is not None:
+            return f"It looks like you {mistake.description}. {mistake.fix}"
+        return diagnose([Failure(c.gm.model, dict(c.case.inputs), got, c.expected) for c, got in failures])
+
+    def _first_mistake(self, exercise: Exercise, failures: list[tuple[Check, Any]]) -> Optional[Mistake]:
+        for index, mistake in enumerate(exercise.mistakes):
+            if all((wrong := self.mistaken(exercise, index, check)) is not None
+                   and self._safe(lambda answers, w=wrong: exercise.compare(answers[0], w), [got]) is None
+                   for check, got in failures):
+                return mistake
+        return None
 
 
-def _cells(compare: Compare, got: Any, expected: Any) -> Optional[tuple[int, int]]:
+def _grad_mode(grad: bool):
+    return torch.enable_grad() if grad else torch.no_grad()
+
+
+def _detached_copy(value: Any) -> Any:
+    return value.detach().clone() if type(value) is torch.Tensor else value
+
+
+def _cells(compare: Callable, got: Any, expected: Any) -> Optional[tuple[int, int]]:
     """(matching, total) cells when the answer is a 2-D tensor (a sweep), else None."""
     if not (isinstance(expected, torch.Tensor) and expected.dim() == 2):
         return None
-    total = expected.numel()
     if not _cellwise(got, expected):
-        return (0, total)
+        return (0, expected.numel())
     atol, rtol = getattr(compare, "atol", 1e-3), getattr(compare, "rtol", 1e-3)
     got_f = got.detach().to(device=expected.device, dtype=torch.float32)
     match = torch.isclose(got_f, expected.to(torch.float32), atol=atol, rtol=rtol) & torch.isfinite(got_f)
-    return (int(match.sum()), total)
+    return (int(match.sum()), expected.numel())
 
 
 def _cellwise(got: Any, expected: torch.Tensor) -> bool:
-    """Whether `got` can be compared with `expected` cell by cell."""
     return (type(got) is torch.Tensor and got.shape == expected.shape and got.device.type != "meta"
             and torch.is_floating_point(got))
 
 
-def _not_implemented(exercise: Exercise) -> Result:
-    return Result(
-        exercise.name,
-        False,
-        0.0,
-        f"not implemented yet: replace `raise NotImplementedError` in `{exercise.name}` "
-        "with your code, run that cell, then run this check again.",
-    )
+def _difference(check: Check, got: Any) -> Optional[tuple[str, torch.Tensor]]:
+    """(case label, learner − reference) for a sweep, drawn as a heatmap in the feedback."""
+    expected = check.expected
+    if isinstance(expected, torch.Tensor) and expected.dim() == 2 and _cellwise(got, expected):
+        return check.label, got.detach().float().cpu() - expected.detach().float().cpu()
+    return None
 
 
-def _reads_course_code(exercise: Exercise, what: str) -> Result:
-    return Result(
-        exercise.name,
-        False,
-        0.0,
-        f"Scored zero: your function reads the course's own code ({what}). The check compares your "
-        "implementation with the reference, so it must not use solutions/ or graders/. Write it yourself.",
-    )
-
-
-def _summarise(
-    exercise: Exercise, results: list[CaseResult], mistake: Optional[Mistake], models: list[str], notes: list[str] = ()
-) -> Result:
+def _summarise(exercise: Exercise, results: list[CaseResult], explanation: Optional[str], models: list[str],
+               notes: list[str], mode: str) -> Result:
     n_passed = sum(r.passed for r in results)
     score = sum(r.credit for r in results) / len(results) if results else 0.0
     passed = bool(results) and n_passed == len(results)
-    lines = [f"{n_passed}/{len(results)} cases passed on {', '.join(models)}."]
+    what = "public checks held" if mode == "public" else "cases passed"
+    lines = [f"{n_passed}/{len(results)} {what} on {', '.join(models)}."]
     sweeps = [r.cells for r in results if r.cells is not None]
     if sweeps and not passed:
         matching, total = sum(c[0] for c in sweeps), sum(c[1] for c in sweeps)
@@ -398,7 +386,12 @@ def _summarise(
     if failed:
         first = failed[0]
         lines.append(f"First failure ({first.model}, {first.label}): {first.message}")
-    if mistake is not None:
-        lines.append(f"It looks like you {mistake.description}. {mistake.fix}")
+    if explanation is not None:
+        lines.append(explanation)
     lines += [f"Note: {note}" for note in notes if not (failed and note in failed[0].message)]
-    return Result(exercise.name, passed, score, "\n".join(lines), results)
+    if mode == "public":
+        lines.append("These are the public checks (no reference answers here); the autograder runs the full check, "
+                     "with hidden cases, when you submit.")
+    if not results:
+        lines = [f"{exercise.name} has no {'public checks' if mode == 'public' else 'cases'} to run."]
+    return Result(exercise.name, passed, score, "\n".join(lines), results, mode=mode)

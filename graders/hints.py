@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-GENERIC_HINT = (
+GENERIC_HINT = (  # for exercises declared without a hint (tests' own)
     "Run your function by hand on one input, print the shapes of what goes in and what comes "
     "out, and compare a few values with what the exercise text asks for."
 )
@@ -36,5 +36,5 @@ def progressive(hint: str, section: str, chapter: str, failures: int) -> list[st
     if failures >= 2:
         lines.append(f"Hint: {hint or GENERIC_HINT}")
     if failures >= 3:
-        lines.append(f"Reread the section {section} in chapters/{chapter}.ipynb, then try again.")
+        lines.append(f"Reread the section '{section}' of {chapter}.ipynb, then try again.")
     return lines

@@ -1,13 +1,34 @@
-"""Every exercise of the course, by name."""
+"""Every exercise of the course, by name: the declarations of every graders/chNN_*.py
+module, found by name, so a new chapter needs no edit here."""
 
 from __future__ import annotations
 
-from graders import ch00_setup, ch01_residual_patching, ch02_head_patching, ch03_attention_patterns
-from graders.engine import Exercise
+import importlib
+import pkgutil
+import re
 
-CHAPTER_MODULES = (ch00_setup, ch01_residual_patching, ch02_head_patching, ch03_attention_patterns)
+import graders
+from graders.declare import Exercise
 
-EXERCISES: dict[str, Exercise] = {ex.name: ex for module in CHAPTER_MODULES for ex in module.EXERCISES}
+CHAPTER_MODULE = re.compile(r"ch\d\d_\w+$")
+
+
+def chapter_modules() -> list:
+    names = sorted(m.name for m in pkgutil.iter_modules(graders.__path__) if CHAPTER_MODULE.match(m.name))
+    return [importlib.import_module(f"graders.{name}") for name in names]
+
+
+def _collect() -> dict[str, Exercise]:
+    found: dict[str, Exercise] = {}
+    for module in chapter_modules():
+        for ex in module.EXERCISES:
+            if ex.name in found:
+                raise ValueError(f"exercise {ex.name!r} is declared twice ({found[ex.name].chapter}, {ex.chapter})")
+            found[ex.name] = ex
+    return found
+
+
+EXERCISES: dict[str, Exercise] = _collect()
 
 
 def exercise(name: str) -> Exercise:

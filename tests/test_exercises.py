@@ -1,7 +1,10 @@
-"""Every exercise: the reference passes its check on both model shapes, the chapter's
-stub is reported as not implemented, and every known mistake is rejected and named."""
+"""Every exercise, in full and public mode: the reference passes, the chapter's stub is
+reported as not implemented, every known mistake is rejected and named, and each
+declaration's hint points at a real section of its chapter."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -26,23 +29,48 @@ def chapter_stubs() -> dict[str, object]:
     return stubs
 
 
+def headings(chapter: str) -> list[str]:
+    path = next(p for p in chapter_paths() if p.stem == chapter)
+    return re.findall(r"^# ## (.+)$", path.read_text(), re.MULTILINE)
+
+
 def test_every_exercise_has_a_stub_and_a_check():
     assert sorted(chapter_stubs()) == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_declaration_names_a_section_of_its_chapter_and_a_hint(name):
+    exercise = EXERCISES[name]
+    assert exercise.section in headings(exercise.chapter), (exercise.section, headings(exercise.chapter))
+    assert len(exercise.hint) > 40
+
+
+def test_a_section_that_is_not_a_heading_is_caught():
+    assert "The logit difference" not in headings("00_setup")  # the old hint's section name
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_reference_passes(name):
-    result = graders.grade(name, EXERCISES[name].reference)
+    result = graders.grade(name, EXERCISES[name].reference_fn(), mode="full")
     assert result.passed, result.feedback
     assert result.score == 1.0
     assert "gelu-2l" in result.feedback and "gpt2-small" in result.feedback
     models = {case.model for case in result.cases}
-    assert len(models) == 2 and len(result.cases) >= 4
+    assert len(models) == 2 and len(result.cases) >= 3
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_stub_is_not_implemented(name):
-    result = graders.grade(name, chapter_stubs()[name])
+def test_reference_holds_every_public_property(name):
+    result = graders.grade(name, EXERCISES[name].reference_fn(), mode="public")
+    assert result.passed, result.feedback
+    assert result.mode == "public" and len(result.cases) >= 2
+    assert result.feedback.startswith(f"{len(result.cases)}/{len(result.cases)} public checks held on gelu-2l")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("mode", ["full", "public"])
+def test_stub_is_not_implemented(name, mode):
+    result = graders.grade(name, chapter_stubs()[name], mode=mode)
     assert not result.passed and result.score == 0.0
     assert result.feedback.startswith("not implemented yet")
     assert "Traceback" not in result.feedback
@@ -54,7 +82,7 @@ MISTAKES = [(name, i) for name in NAMES for i in range(len(EXERCISES[name].mista
 @pytest.mark.parametrize("name,index", MISTAKES, ids=[f"{n}-{i}" for n, i in MISTAKES])
 def test_known_mistake_is_rejected_and_named(name, index):
     mistake = EXERCISES[name].mistakes[index]
-    result = graders.grade(name, mistake.fn)
+    result = graders.grade(name, mistake.fn, mode="full")
     assert not result.passed and result.score < 1.0
     assert f"It looks like you {mistake.description}." in result.feedback
 

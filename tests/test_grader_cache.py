@@ -8,7 +8,8 @@ from collections import Counter
 import torch
 
 from graders.compare import same_value
-from graders.engine import Case, Exercise, Grader, Mistake
+from graders.declare import Case, Exercise, Mistake
+from graders.engine import Grader
 from graders.models import GradingModel
 
 
@@ -29,9 +30,9 @@ def test_repeated_checks_reuse_reference_and_mistake_answers():
         return fn
 
     exercise = Exercise(
-        name="double", chapter="test", section="'Doubling'",
+        name="double", chapter="test", section="Doubling", hint="",
         reference=counted("reference", lambda x: 2 * x),
-        cases=lambda gm, rng: [Case(f"x={x}", lambda x=x: {"x": x}) for x in (1, 2, 3)],
+        cases=lambda gm, rng: [Case(f"x={x}", {"x": x}) for x in (1, 2, 3)],
         compare=same_value,
         mistakes=(Mistake("added instead", "Multiply.", counted("mistake", lambda x: x + 2)),),
     )

@@ -13,7 +13,8 @@ import torch
 
 import graders
 import solutions.ch00_setup as reference_module
-from graders.engine import Case, Exercise, Grader
+from graders.declare import Cache, Case, Exercise
+from graders.engine import Grader
 from graders.guard import walk_tensors
 from graders.hints import Attempts
 from graders.models import grading_model
@@ -46,10 +47,12 @@ class State:
         self.hooks = hook_registry(model)
 
     def _inputs(self, grader, exercise):
+        """The case inputs themselves and the caches the grader hands to every call."""
         found = []
         for gm in grader.models:
             for case in grader.cases(exercise, gm):
-                for name, value in case.make_args().items():
+                args, shared = grader.arguments(gm).build(case.inputs)
+                for name, value in [*case.inputs.items(), *shared]:
                     found += [(case.label + path, t, t.clone()) for path, t in walk_tensors(value, name)]
         return found
 
@@ -178,18 +181,40 @@ def test_tensor_subclass_is_refused(grader):
     assert_failed_with(run(grader, "logit_diff", logit_diff), "a Tensor subclass")
 
 
-def test_object_that_breaks_comparison_is_survived(grader):
+def test_str_subclass_is_refused_whatever_its_eq_does(grader):
+    """A learner's value is data: a str subclass whose __eq__ raises, or always says True,
+    is not a str, and the grader never runs its comparison."""
+
     class Broken(str):
         __hash__ = str.__hash__
 
         def __eq__(self, other):
             raise RuntimeError("no comparing me")
 
-    def top_tokens_by_unembed_bias(model, k):
-        return [Broken("x")] * k
+    class Agreeable(str):
+        __hash__ = str.__hash__
 
-    assert_failed_with(run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias),
-                       "could not compare what your function returned")
+        def __eq__(self, other):
+            return True
+
+    for cls in (Broken, Agreeable):
+        def top_tokens_by_unembed_bias(model, k, cls=cls):
+            return [cls("x")] * k
+
+        result = run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias)
+        assert_failed_with(result, f"item 0: returned a {cls.__name__}, expected a str")
+        assert result.score == 0.0
+
+
+def test_float_subclass_is_refused(grader):
+    class Close(float):
+        def __sub__(self, other):
+            return 0.0
+
+    def attention_score(cache, layer, head, q_pos, k_pos):
+        return Close(123.0)
+
+    assert_failed_with(run(grader, "attention_score", attention_score), "returned a Close, expected a float")
 
 
 def test_exit_is_caught(grader):
@@ -223,18 +248,17 @@ def _cache_exercise() -> Exercise:
     """A two-cache exercise (like the later chapters'), to show clean caches are guarded too."""
 
     def cases(gm, rng):
-        with torch.no_grad():
-            _, clean = gm.model.run_with_cache("The cat sat on the")
-            _, corrupt = gm.model.run_with_cache("The dog sat on the")
-        name = "blocks.0.hook_resid_post"
-        return [Case("cat/dog", lambda: {"clean_cache": clean, "corrupt_cache": corrupt, "name": name})]
+        inputs = {"clean_cache": Cache("The cat sat on the"), "corrupt_cache": Cache("The dog sat on the"),
+                  "name": "blocks.0.hook_resid_post"}
+        return [Case("cat/dog", inputs)]
 
     def reference(clean_cache, corrupt_cache, name):
         return (clean_cache[name] - corrupt_cache[name]).norm()
 
     from graders.compare import close_tensor
 
-    return Exercise("cache_gap", "01_residual_patching", "'One patch by hand'", reference, cases, close_tensor())
+    return Exercise("cache_gap", "01_residual_patching", "One patch by hand", "", cases, close_tensor(),
+                    reference=reference)
 
 
 def test_in_place_edit_of_the_clean_cache_is_restored_and_named(grader):
@@ -254,7 +278,9 @@ def test_deleting_a_cache_entry_is_restored_and_named(grader):
     exercise = _cache_exercise()
     result = run(grader, exercise, cache_gap)
     assert_failed_with(result, "added, removed or replaced entries of clean_cache")
-    assert len(grader.cases(exercise, grader.models[0])[0].make_args()["clean_cache"].cache_dict) > 10
+    gm = grader.models[0]
+    args, _ = grader.arguments(gm).build(grader.cases(exercise, gm)[0].inputs)
+    assert len(args["clean_cache"].cache_dict) > 10
 
 
 def test_in_place_edit_of_the_weights_is_restored_and_named(grader):
@@ -353,7 +379,7 @@ def test_reading_the_graders_registry_scores_zero(grader):
     def logit_diff(logits, correct_token, wrong_token):
         import graders.registry
 
-        return graders.registry.EXERCISES["logit_diff"].reference(logits, correct_token, wrong_token)
+        return graders.registry.EXERCISES["logit_diff"].reference_fn()(logits, correct_token, wrong_token)
 
     assert_failed_with(run(grader, "logit_diff", logit_diff), "Scored zero", "imports graders.registry")
 
@@ -386,7 +412,7 @@ def test_hints_grow_with_repeated_failures(grader):
     assert named in first and named in second and named in third
     assert "Hint:" not in first and "Reread" not in first
     assert "Hint: logits[0, -1] is the final position" in second and "Reread" not in second
-    assert "Reread the section 'The logit difference' in chapters/00_setup.ipynb" in third
+    assert "Reread the section 'The task, and the logit difference' of 00_setup.ipynb" in third
     assert "Hint:" not in grader.grade(EXERCISES["logit_diff"], reference_module.logit_diff).feedback
 
 
@@ -394,12 +420,12 @@ def test_sweep_credit_is_the_share_of_matching_cells_with_a_heatmap(grader):
     table = torch.arange(12.0).reshape(3, 4)
 
     def cases(gm, rng):
-        return [Case("3 x 4", lambda: {"table": table.clone()})]
+        return [Case("3 x 4", {"table": table})]
 
     from graders.compare import close_tensor
 
-    exercise = Exercise("doubled", "01_residual_patching", "'The layer × position sweep'",
-                        lambda table: table * 2, cases, close_tensor())
+    exercise = Exercise("doubled", "01_residual_patching", "The layer × position sweep", "", cases, close_tensor(),
+                        reference=lambda table: table * 2)
 
     def doubled(table):
         out = table * 2

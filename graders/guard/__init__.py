@@ -1,0 +1,91 @@
+"""Running learner code so that nothing it does outlasts the call.
+
+`Guard` wraps one call of a learner's function and composes the protections, each in
+its own module:
+
+* `timer`: a time limit (TimeLimitExceeded, which `except Exception` cannot swallow);
+* `output`: what the call prints is captured, and only its start kept;
+* `course_code`: which answer-code function, if any, the call ran;
+* `protected`: shared inputs (caches) edited in place are put back;
+* `weights`: parameters replaced or edited are put back;
+* `model_state`: hooks, training mode, cfg, gradient state, default dtype are put back.
+
+After the call, `notes` has one sentence per kind of change undone. The guard knows
+nothing of the engine that uses it: the caller says which model, inputs and answer
+code to watch.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import torch
+
+from graders.guard.course_code import CourseCode, Watch
+from graders.guard.model_state import State
+from graders.guard.output import BoundedOutput
+from graders.guard.protected import Protected, Snapshot, walk_tensors
+from graders.guard.timer import TimeLimitExceeded, Timer
+from graders.guard.weights import Weights, restore_weights
+
+__all__ = ["BoundedOutput", "CourseCode", "Guard", "Protected", "Snapshot", "TimeLimitExceeded", "Weights",
+           "restore_weights", "walk_tensors"]
+
+
+class Guard:
+    """Context manager around one learner call. Afterwards: `notes` (side effects
+    undone), `course_code` (the answer-code function it ran, when `course` is given),
+    `timed_out`."""
+
+    def __init__(
+        self,
+        model: Optional[torch.nn.Module] = None,
+        protected: Optional[Protected] = None,
+        time_limit_s: Optional[float] = None,
+        course: Optional[CourseCode] = None,
+        output: Optional[BoundedOutput] = None,
+        grad: bool = False,
+    ) -> None:
+        self.model = model
+        self.protected = protected or Protected()
+        self.timer = Timer(time_limit_s)
+        self.watch = Watch(course) if course is not None else None
+        self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
+        self.grad_mode = torch.enable_grad() if grad else torch.no_grad()
+        self.notes: list[str] = []
+        self.timed_out = False
+
+    @property
+    def course_code(self) -> Optional[str]:
+        return self.watch.found if self.watch is not None else None
+
+    def __enter__(self) -> "Guard":
+        self.grad_mode.__enter__()
+        self._state = State.take(self.model)
+        self._streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.output
+        if self.watch is not None:
+            self.watch.__enter__()
+        self.timer.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.timer.__exit__()
+        if self.watch is not None:
+            self.watch.__exit__()
+        sys.stdout, sys.stderr = self._streams
+        self.notes += self._state.restore()
+        if self.model is not None:
+            self.notes += restore_weights(self.model)
+        self.notes += self.protected.restore()
+        self.grad_mode.__exit__(None, None, None)
+        if exc_type is TimeLimitExceeded:
+            self.timed_out = True
+            return True
+        return False
+
+    def aliases(self, value: Any) -> Optional[str]:
+        """The protected tensor or model parameter that `value` shares memory with, if any."""
+        extra = Weights.of(self.model).storages() if self.model is not None else {}
+        return self.protected.aliases(value, extra)
