@@ -29,7 +29,7 @@ import torch
 from circuitlab import progress
 from graders import hints
 from graders.declare import Case, Exercise, Mistake
-from graders.diagnoses import Failure, diagnose
+from graders.diagnoses import Failure, diagnose, exception_advice
 from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
 from graders.inputs import Arguments, fingerprint
 from graders.models import GradingModel, grading_models
@@ -47,52 +47,51 @@ def _short(text: str) -> str:
 # ---------------------------------------------------------------- one learner call
 
 
-class NotImplementedYet(Exception):
-    """The learner's function is still the stub."""
-
-
-class LearnerError(Exception):
-    """The learner's function raised; the message points at the learner's line."""
-
-
-def call_learner(fn: Callable, args: dict[str, Any]) -> Any:
-    """Call learner code, turning the stub and crashes into readable messages."""
+def call_learner(fn: Callable, args: dict[str, Any]) -> tuple[str, Any]:
+    """Call learner code: ("answer", value), ("stub", None) for the unchanged stub, or
+    ("raised", exception). Described afterwards, outside the guard's watch."""
     try:
-        return fn(**args)
+        return "answer", fn(**args)
     except NotImplementedError as err:
         frames = traceback.extract_tb(err.__traceback__)
         # Raised by the learner's own function body: that is the stub, not a library limit.
         if frames and getattr(fn, "__code__", None) and frames[-1].filename == fn.__code__.co_filename:
-            raise NotImplementedYet() from None
-        raise LearnerError(_describe_exception(err, fn)) from None
-    except SystemExit:
-        raise LearnerError("your function called exit(); return a value instead") from None
-    except Exception as err:  # learner code can raise anything
-        raise LearnerError(_describe_exception(err, fn)) from None
+            return "stub", None
+        return "raised", err
+    except (Exception, SystemExit) as err:  # learner code can raise anything
+        return "raised", err
 
 
 def _describe_exception(err: BaseException, fn: Callable) -> str:
+    if isinstance(err, SystemExit):
+        return "your function called exit(); return a value instead"
     code = getattr(fn, "__code__", None)
     own = [f for f in traceback.extract_tb(err.__traceback__) if code is not None and f.filename == code.co_filename]
     try:
         message = f"{type(err).__name__}: {_short(str(err))}"
     except Exception:  # an exception whose str() fails
         message = type(err).__name__
+    advice = exception_advice(message)
+    advice = f"\n  {advice}" if advice else ""
     if not own:
-        return f"your function raised {message}"
+        return f"your function raised {message}{advice}"
     where = own[-1]
-    return f"your function raised {message}\n  at line {where.lineno} in {where.name}: {(where.line or '').strip()}"
+    return (f"your function raised {message}\n  at line {where.lineno} in {where.name}: "
+            f"{(where.line or '').strip()}{advice}")
 
 
 @dataclass
 class Outcome:
     """What one learner call did. `kind`: "answer", "raised", "stub", "timeout",
-    "course_code" or "not_run"; `notes`: side effects the guard undid."""
+    "course_code" or "not_run"; `notes`: side effects the guard undid. An answer is
+    judged on its value; of the side effects, only edits to what the call was given
+    (a cache, the weights) fail it."""
 
     kind: str
     value: Any = None
     message: str = ""
     notes: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)  # the notes that fail the case: inputs or weights edited
 
 
 # ---------------------------------------------------------------- checks
@@ -161,11 +160,11 @@ class Grader:
             self._arguments[id(gm.model)] = Arguments(gm.model)
         return self._arguments[id(gm.model)]
 
-    def protected(self, shared: list[tuple[str, Any]]) -> Protected:
-        for _, value in shared:
+    def protected(self, gm: GradingModel, shared: list[tuple[str, Any, Any]]) -> Protected:
+        for _, value, ref in shared:
             if id(value) not in self._snapshots:
-                self._snapshots[id(value)] = Snapshot(value)
-        return Protected([(path, self._snapshots[id(value)]) for path, value in shared])
+                self._snapshots[id(value)] = Snapshot(value, lambda ref=ref: self.arguments(gm).fresh_cache(ref))
+        return Protected([(path, self._snapshots[id(value)]) for path, value, _ in shared])
 
     def time_limit(self, exercise: Exercise, reference_s: Optional[float]) -> float:
         if exercise.time_limit_s is not None:
@@ -198,22 +197,19 @@ class Grader:
              watch: bool, printed: BoundedOutput) -> Outcome:
         """One guarded learner call (also used for known mistakes, with `watch` off)."""
         args, shared = self.arguments(gm).build(inputs)
-        guard = Guard(gm.model, self.protected(shared), limit, self.course if watch else None, printed, exercise.grad)
-        outcome = Outcome("raised")
+        guard = Guard(gm.model, self.protected(gm, shared), limit, self.course if watch else None, printed, exercise.grad)
+        kind, value = "timeout", None
         with guard:
-            try:
-                outcome = Outcome("answer", call_learner(fn, args))
-            except NotImplementedYet:
-                outcome = Outcome("stub")
-            except LearnerError as err:
-                outcome = Outcome("raised", message=str(err))
-        outcome.notes = [f"your function {n}" for n in guard.notes]
+            kind, value = call_learner(fn, args)
+        notes = [f"your function {n}" for n in guard.notes]
         if guard.course_code is not None:
             return Outcome("course_code", message=f"runs {guard.course_code}")
         if guard.timed_out:
             return Outcome("timeout", message=(
                 f"stopped after {limit:.3g} s: look for an endless loop, or a loop over something the exercise "
-                "lets you do in one batched call"), notes=outcome.notes)
+                "lets you do in one batched call"), notes=notes)
+        outcome = Outcome(kind, value) if kind != "raised" else Outcome(kind, message=_describe_exception(value, fn))
+        outcome.notes, outcome.damage = notes, [f"your function {n}" for n in guard.damage]
         if outcome.kind == "answer" and (shared_with := guard.aliases(outcome.value)) is not None:
             outcome.message = (f"returned a tensor that shares memory with {shared_with}; return a new tensor "
                                "(e.g. `.clone()`), so later edits cannot change the original")
@@ -288,7 +284,7 @@ class Grader:
         problem = self._safe(check.judge, answers)
         if check.case is not None and problem is not None:
             failures.append((check, answers[0]))
-        side_effect = next((o.message or o.notes[0] for o in outcomes if o.message or o.notes), None)
+        side_effect = next((o.message or o.damage[0] for o in outcomes if o.message or o.damage), None)
         if side_effect is not None:
             return CaseResult(label, check.label, False, _short(side_effect))
         cells = _cells(exercise.compare, answers[0], check.expected) if check.case is not None else None

@@ -101,9 +101,9 @@ class Arguments:
         self.model = model
         self._caches: dict[str, Any] = {}
 
-    def build(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
-        """Fresh arguments for one call, and the shared objects among them as
-        (argument path, object) pairs: the caches, which persist between calls."""
+    def build(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[str, Any, Cache]]]:
+        """Fresh arguments for one call, and the shared objects among them as (argument
+        path, object, its Cache input): the caches, which persist between calls."""
         shared: list[tuple[str, Any]] = []
         args = {name: self._build(value, name, shared) for name, value in inputs.items()}
         return args, shared
@@ -113,7 +113,7 @@ class Arguments:
             return self.model
         if isinstance(value, Cache):
             cache = self.cache(value)
-            shared.append((path, cache))
+            shared.append((path, cache, value))
             return cache
         if isinstance(value, Hook):
             return self.hook(value)
@@ -130,10 +130,14 @@ class Arguments:
     def cache(self, ref: Cache):
         key = fingerprint(ref)
         if key not in self._caches:
-            source = ref.source.to(self.model.cfg.device) if isinstance(ref.source, torch.Tensor) else ref.source
-            with torch.no_grad():
-                _, self._caches[key] = self.model.run_with_cache(source)
+            self._caches[key] = self.fresh_cache(ref)
         return self._caches[key]
+
+    def fresh_cache(self, ref: Cache):
+        """The cache of `ref.source`, computed anew (deterministic: the same numbers each time)."""
+        source = ref.source.to(self.model.cfg.device) if isinstance(ref.source, torch.Tensor) else ref.source
+        with torch.no_grad():
+            return self.model.run_with_cache(source)[1]
 
     def hook(self, ref: Hook):
         from transformer_lens.hook_points import HookPoint

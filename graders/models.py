@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from circuitlab.loading import load_model, weights_cached
+from graders.guard.weights import Weights
 
 GRADING_MODELS = ("gelu-2l", "gpt2-small")
 
@@ -22,6 +23,7 @@ class GradingModel:
 def grading_model(key: str) -> GradingModel:
     pretrained = weights_cached(key)
     model = load_model(key, weights="pretrained" if pretrained else "random")
+    Weights.of(model)  # remember the weights as loaded, before any learner code sees the model
     return GradingModel(key, model, f"{key} ({'pretrained' if pretrained else 'random weights'})")
 
 

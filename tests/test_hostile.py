@@ -52,7 +52,7 @@ class State:
         for gm in grader.models:
             for case in grader.cases(exercise, gm):
                 args, shared = grader.arguments(gm).build(case.inputs)
-                for name, value in [*case.inputs.items(), *shared]:
+                for name, value in [*case.inputs.items(), *((path, cache) for path, cache, _ in shared)]:
                     found += [(case.label + path, t, t.clone()) for path, t in walk_tensors(value, name)]
         return found
 
@@ -86,6 +86,14 @@ def run(grader: Grader, exercise, fn):
     result = grader.grade(exercise, fn)
     state.assert_unchanged()
     return result
+
+
+def assert_passed_with_note(result, *phrases: str) -> None:
+    """A right answer with a side effect the grader undid: it passes, and the feedback
+    names what was undone (only edits to the inputs or the weights fail a case)."""
+    assert result.passed, result.feedback
+    for phrase in phrases:
+        assert f"Note: your function {phrase}" in result.feedback or phrase in result.feedback, result.feedback
 
 
 def assert_failed_with(result, *phrases: str) -> None:
@@ -308,8 +316,8 @@ def test_hook_left_on_a_hook_point_is_removed_and_named(grader):
         activations[:, pos, :] = corrupt_cache[hook.name][:, pos, :]
         return activations
 
-    assert_failed_with(run(grader, "patch_residual_stream", patch_residual_stream),
-                       "left hooks attached to blocks.", "the grader removed them")
+    assert_passed_with_note(run(grader, "patch_residual_stream", patch_residual_stream),
+                            "left hooks attached to blocks.", "the grader removed them")
 
 
 def test_raw_torch_hook_is_removed_and_named(grader):
@@ -317,8 +325,8 @@ def test_raw_torch_hook_is_removed_and_named(grader):
         model.blocks[1].register_forward_pre_hook(lambda module, args: None)
         return [model.to_string(t) for t in model.b_U.topk(k).indices]
 
-    assert_failed_with(run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias),
-                       "left hooks attached to transformer.h.1 ")
+    assert_passed_with_note(run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias),
+                            "left hooks attached to transformer.h.1 ")
 
 
 def test_global_hook_is_removed_and_named(grader):
@@ -326,7 +334,7 @@ def test_global_hook_is_removed_and_named(grader):
         torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
         return [model.to_string(t) for t in model.b_U.topk(k).indices]
 
-    assert_failed_with(run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias), "a global hook")
+    assert_passed_with_note(run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias), "a global hook")
 
 
 def test_training_mode_cfg_and_default_dtype_are_put_back_and_named(grader):
@@ -338,7 +346,7 @@ def test_training_mode_cfg_and_default_dtype_are_put_back_and_named(grader):
 
     vocab = grader.models[0].model.cfg.d_vocab_out
     result = run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias)
-    assert_failed_with(result, "training mode", "changed torch's default dtype", "model.cfg.d_vocab_out")
+    assert_passed_with_note(result, "training mode", "changed torch's default dtype", "model.cfg.d_vocab_out")
     assert grader.models[0].model.cfg.d_vocab_out == vocab
 
 

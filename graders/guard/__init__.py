@@ -35,8 +35,8 @@ __all__ = ["BoundedOutput", "CourseCode", "Guard", "Protected", "Snapshot", "Tim
 
 class Guard:
     """Context manager around one learner call. Afterwards: `notes` (side effects
-    undone), `course_code` (the answer-code function it ran, when `course` is given),
-    `timed_out`."""
+    undone), `damage` (those of them that edited the inputs or the weights),
+    `course_code` (the answer-code function it ran, when `course` is given), `timed_out`."""
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class Guard:
         self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
         self.grad_mode = torch.enable_grad() if grad else torch.no_grad()
         self.notes: list[str] = []
+        self.damage: list[str] = []  # the notes about edits to what the call was given (inputs, weights)
         self.timed_out = False
 
     @property
@@ -61,6 +62,8 @@ class Guard:
         return self.watch.found if self.watch is not None else None
 
     def __enter__(self) -> "Guard":
+        if self.model is not None:
+            Weights.of(self.model)  # the first sight of a model is the state every later call is held to
         self.grad_mode.__enter__()
         self._state = State.take(self.model)
         self._streams = sys.stdout, sys.stderr
@@ -77,8 +80,9 @@ class Guard:
         sys.stdout, sys.stderr = self._streams
         self.notes += self._state.restore()
         if self.model is not None:
-            self.notes += restore_weights(self.model)
-        self.notes += self.protected.restore()
+            self.damage += restore_weights(self.model)
+        self.damage += self.protected.restore()
+        self.notes += self.damage
         self.grad_mode.__exit__(None, None, None)
         if exc_type is TimeLimitExceeded:
             self.timed_out = True

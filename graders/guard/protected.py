@@ -1,15 +1,18 @@
 """Inputs that persist between calls (a cache handed to every case), kept as they were.
 
-A `Snapshot` copies every tensor of one shared object (an ActivationCache, a dict or
-list of tensors) and its dict of entries once; after each call `restore` puts back any
-tensor edited in place and any entry added, removed or replaced, and says what it did.
+A `Snapshot` remembers every tensor of one shared object (an ActivationCache, a dict or
+list of tensors) and its dict of entries; after each call `restore` puts back any tensor
+edited in place (through `.data` too) and any entry added, removed or replaced, and says
+what it did.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
+
+from graders.guard.fingerprint import sums
 
 
 def walk_tensors(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
@@ -38,21 +41,37 @@ def storage(t: torch.Tensor) -> int:
 
 
 class Snapshot:
-    """Copies of one shared object's tensors (paths relative to the object)."""
+    """What one shared object (paths relative to it) looked like before any call: each
+    tensor's identity, version counter and sum, and its dict of entries. Restoring needs
+    the original values, which `rebuild` recomputes (a cache is rebuilt from its source)
+    only when something changed; without `rebuild` the snapshot keeps copies."""
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, rebuild: Optional[Callable[[], Any]] = None) -> None:
         self.value = value
+        self.rebuild = rebuild
         seen: dict[int, list[str]] = {}
-        self.tensors: list[tuple[list[str], torch.Tensor, torch.Tensor]] = []  # paths, live, copy
+        self.tensors: list[tuple[list[str], torch.Tensor]] = []  # paths, live
         for path, t in walk_tensors(value, ""):
             if id(t) in seen:  # one tensor under several names (the bridge's hook aliases)
                 seen[id(t)].append(path)
             else:
                 seen[id(t)] = [path]
-                self.tensors.append((seen[id(t)], t, t.detach().clone()))
+                self.tensors.append((seen[id(t)], t))
+        self.marks = self._marks()
+        self.copies = None if rebuild is not None else [t.detach().clone() for _, t in self.tensors]
         holder = value if isinstance(value, dict) else getattr(value, "cache_dict", None)
         self.holder = holder if isinstance(holder, dict) else None
         self.entries = dict(holder) if self.holder is not None else None
+
+    def _marks(self) -> list[tuple]:
+        live = [t for _, t in self.tensors]
+        return [(t._version, storage(t), t.shape, t.dtype, s) for t, s in zip(live, sums(live))]
+
+    def _originals(self) -> list[torch.Tensor]:
+        if self.copies is not None:
+            return self.copies
+        fresh = dict(walk_tensors(self.rebuild(), ""))
+        return [fresh[paths[0]] for paths, _ in self.tensors]
 
     def restore(self, name: str) -> list[str]:
         """Undo in-place edits; one sentence per change, naming the object `name`."""
@@ -62,23 +81,27 @@ class Snapshot:
             self.holder.clear()
             self.holder.update(self.entries)
             notes.append(f"added, removed or replaced entries of {name} (the grader put them back)")
-        for paths, live, copy in self.tensors:
-            if live.shape == copy.shape and live.dtype == copy.dtype and torch.equal(live, copy):
-                continue
+        changed = [i for i, (now, before) in enumerate(zip(self._marks(), self.marks)) if now != before]
+        if not changed:
+            return notes
+        originals = self._originals()
+        for i in changed:
+            paths, live = self.tensors[i]
             with torch.no_grad():
-                if live.shape != copy.shape or live.dtype != copy.dtype:
-                    live.set_(copy.clone())
+                if live.shape != originals[i].shape or live.dtype != originals[i].dtype:
+                    live.set_(originals[i].clone())
                 else:
-                    live.copy_(copy)
+                    live.copy_(originals[i])
             # Name the course's (legacy) hook name first, the bridge's hook_in/hook_out alias second.
             shown = [name + p for p in sorted(paths, key=lambda p: (".hook_in'" in p or ".hook_out'" in p, len(p)))]
             also = f" (also named {shown[1]})" if len(shown) > 1 else ""
             notes.append(f"changed {shown[0]}{also} in place (the grader restored it); work on a copy, "
                          "e.g. `.clone()`, never on a cache you were given")
+        self.marks = self._marks()
         return notes
 
     def storages(self, name: str) -> dict[int, str]:
-        return {storage(t): name + paths[0] for paths, t, _ in self.tensors}
+        return {storage(t): name + paths[0] for paths, t in self.tensors}
 
 
 class Protected:

@@ -3,8 +3,7 @@
 After every learner call `restore_weights` compares every parameter's identity,
 version counter and storage pointer (microseconds) and, because edits through `.data`
 bypass those, a sum per tensor with the one taken when the model was first seen (about
-0.05 s for gpt2-small on one core). The sums run on one thread, so their rounding is
-the same every time and an untouched model never looks changed. Damaged weights are
+0.05 s for gpt2-small on one core; see `fingerprint`). Damaged weights are
 put back by rebuilding the model the way `circuitlab.load_model` made it.
 """
 
@@ -14,6 +13,8 @@ import weakref
 from typing import Any
 
 import torch
+
+from graders.guard.fingerprint import sums
 
 
 def _tensors_of(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -47,14 +48,8 @@ class Weights:
 
     def _sums(self) -> list[float]:
         """One sum per distinct tensor (tied weights appear under several names)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # one fixed order of additions: the same sum for the same values
-        try:
-            with torch.no_grad():
-                distinct = {id(p): p for _, p, _, _ in self.params}
-                totals = {key: float(p.detach().sum()) for key, p in distinct.items()}
-        finally:
-            torch.set_num_threads(threads)
+        distinct = list({id(p): p for _, p, _, _ in self.params}.values())
+        totals = dict(zip((id(p) for p in distinct), sums(distinct)))
         return [totals[id(p)] for _, p, _, _ in self.params]
 
     def touched(self) -> list[str]:

@@ -1,0 +1,262 @@
+"""The grader is never wrong about an honest answer, and no submission earns a point it did
+not earn. Regression tests for five measured bugs, then properties over many seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import graders
+from graders.autograde import hidden_check
+from graders.engine import Grader
+from graders.hints import Attempts
+from graders.models import grading_model
+from graders.notebooks import REPO
+from graders.registry import EXERCISES
+from tests.honest import honest_copy, readable_reference
+
+
+def fresh_grader(models=None) -> Grader:
+    return Grader(models, attempts=Attempts())
+
+
+# ------------------------------------------------------------------ bug 1: cases are named by content
+
+
+def test_two_fresh_pairs_with_one_label_are_two_cases():
+    """Two random pairs of the same corruption kind share a label; their ids differ."""
+    exercise = EXERCISES["residual_patching_sweep"]
+    gm = grading_model("gelu-2l")
+    grader = fresh_grader([gm])
+    cases = [c for seed in range(40) for c in grader.cases(exercise, gm, seed)]
+    by_label: dict[str, set] = {}
+    for case in cases:
+        by_label.setdefault(case.label, set()).add(exercise.case_id(gm.key, case))
+    shared = [label for label, ids in by_label.items() if len(ids) > 1]
+    assert shared, "expected some label to name several different cases"
+    ids = {exercise.case_id(gm.key, c): c for c in cases}
+    assert all(dict(ids[exercise.case_id(gm.key, c)].inputs) == dict(c.inputs) for c in cases)
+
+
+def test_honest_sweep_passes_the_hidden_check_that_failed_it():
+    """The measured failure: seeds 971477687 and 1859167399, an honest copy of the
+    reference, "returned shape (3, 14), expected (3, 12)"."""
+    fn = readable_reference(EXERCISES["residual_patching_sweep"])
+    result = hidden_check(fn, seeds=[971477687, 1859167399], timeout=300, namespace={})
+    assert result.passed, result.feedback
+    assert result.score == 1.0
+
+
+# ------------------------------------------------------------------ bug 2: every seed is drawn
+
+
+def test_the_two_seeds_of_a_hidden_check_grade_different_cases():
+    grader = fresh_grader()
+    for name in ("logit_diff", "residual_patching_sweep", "attention_score"):
+        exercise = EXERCISES[name]
+        for gm in grader.models:
+            first = {exercise.case_id(gm.key, c) for c in grader.cases(exercise, gm, 11)}
+            second = {exercise.case_id(gm.key, c) for c in grader.cases(exercise, gm, 12)}
+            assert first - second, (name, gm.key)
+        checks = grader.plan(exercise, "hidden", [11, 12])
+        per_seed = len(grader.plan(exercise, "hidden", [11]))
+        assert len(checks) == per_seed + len(grader.plan(exercise, "hidden", [12]))
+
+
+# ------------------------------------------------------------------ bug 3: no reference from a damaged model
+
+
+def _zeroes_the_unembedding(model, k):
+    model.W_U.data.zero_()  # invisible to version counters
+    model.b_U.data.zero_()
+    return [model.to_string(t) for t in model.b_U.topk(k).indices]
+
+
+@pytest.mark.parametrize("mode", ["full", "public"])
+def test_damage_through_data_then_an_honest_check(mode):
+    """A fresh grader (nothing cached): the hostile call is caught and undone before the
+    next reference is computed, so the correct answer checked next passes in full."""
+    grader = fresh_grader()
+    exercise = EXERCISES["top_tokens_by_unembed_bias"]
+    hostile = grader.grade(exercise, _zeroes_the_unembedding, mode)
+    assert not hostile.passed and "changed the model's weights" in hostile.feedback
+    honest = grader.grade(exercise, honest_copy("solutions.ch00_setup", "top_tokens_by_unembed_bias"), mode)
+    assert honest.passed and honest.score == 1.0, honest.feedback
+    for gm in grader.models:
+        assert gm.model.b_U.abs().sum() > 0 and gm.model.W_U.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ bug 4: the guard in public mode
+
+
+def test_public_mode_stops_an_endless_loop(monkeypatch):
+    monkeypatch.setattr(Grader, "PUBLIC_TIME_LIMIT_S", 1.5)
+
+    def logit_diff(logits, correct_token, wrong_token):
+        while True:
+            pass
+
+    result = fresh_grader([grading_model("gelu-2l")]).grade(EXERCISES["logit_diff"], logit_diff, "public")
+    assert not result.passed
+    assert "did not finish: stopped after 1.5 s" in result.feedback
+
+
+def test_graders_grade_works_without_solutions():
+    """A student release: no `solutions` package. graders.grade and check run the public
+    checks through the same engine, guard included."""
+    script = """
+import sys
+sys.modules["solutions"] = None  # import solutions -> ImportError
+import torch
+import graders
+from graders.registry import EXERCISES
+def logit_diff(logits, correct_token, wrong_token):
+    return logits[0, -1, correct_token] - logits[0, -1, wrong_token]
+right = graders.grade("logit_diff", logit_diff)
+def top_tokens_by_unembed_bias(model, k):
+    model.W_U.data.zero_()
+    return [model.to_string(t) for t in model.b_U.topk(k).indices]
+hostile = graders.grade("top_tokens_by_unembed_bias", top_tokens_by_unembed_bias)
+print("RESULT", right.passed, right.mode, hostile.passed, "changed the model's weights" in hostile.feedback)
+try:
+    EXERCISES["logit_diff"].reference_fn()
+except RuntimeError as err:
+    print("NOREF", "student release" in str(err))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "RESULT True public False True" in proc.stdout
+    assert "NOREF True" in proc.stdout
+
+
+# ------------------------------------------------------------------ bug 5: answer code slips past detection
+
+
+def test_calling_the_fast_sweeps_scores_zero():
+    from solutions import fast_patching
+
+    def residual_patching_sweep(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+        return fast_patching.residual_patching_sweep(model, clean_prompt, corrupt_prompt, clean_answer,
+                                                     corrupt_answer)
+
+    result = graders.grade("residual_patching_sweep", residual_patching_sweep)
+    assert not result.passed and result.score == 0.0
+    assert "Scored zero" in result.feedback and "solutions.fast_patching" in result.feedback
+
+
+def test_an_exercise_found_through_gc_scores_zero():
+    def logit_diff(logits, correct_token, wrong_token):
+        import gc
+
+        found = next(o for o in gc.get_objects() if type(o).__name__ == "Exercise" and o.name == "logit_diff")
+        return found.reference_fn()(logits, correct_token, wrong_token)
+
+    result = graders.grade("logit_diff", logit_diff)
+    assert not result.passed and result.score == 0.0
+    assert "Scored zero" in result.feedback and "(runs graders/declare.py:reference_fn)" in result.feedback
+
+
+def test_detection_holds_through_a_symlinked_checkout(tmp_path):
+    """The course imported through a symlink: co_filename is the link's path."""
+    link = tmp_path / "course-link"
+    link.symlink_to(REPO, target_is_directory=True)
+    script = f"""
+import sys
+sys.path.insert(0, {str(link)!r})
+import importlib, torch
+import graders
+assert graders.__file__.startswith({str(link)!r}), graders.__file__
+def logit_diff(logits, correct_token, wrong_token):
+    module = importlib.import_module("".join(["solu", "tions.ch00_setup"]))
+    return module.logit_diff(logits, correct_token, wrong_token)
+r = graders.grade("logit_diff", logit_diff)
+print("RESULT", r.passed, r.score, "runs solutions/ch00_setup.py:logit_diff" in r.feedback)
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(link)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "RESULT False 0.0 True" in proc.stdout
+
+
+def test_a_learner_thread_running_the_reference_is_caught():
+    def logit_diff(logits, correct_token, wrong_token):
+        import threading
+
+        from importlib import import_module
+
+        out = []
+        worker = threading.Thread(target=lambda: out.append(
+            import_module("".join(["solu", "tions.ch00_setup"])).logit_diff(logits, correct_token, wrong_token)))
+        worker.start()
+        worker.join()
+        return out[0]
+
+    result = graders.grade("logit_diff", logit_diff)
+    assert not result.passed and "runs solutions/ch00_setup.py:logit_diff" in result.feedback
+
+
+# ------------------------------------------------------------------ hostile, then honest, in every mode
+
+
+HOSTILE = {
+    "weights through .data": ("top_tokens_by_unembed_bias", _zeroes_the_unembedding),
+    "cache edited in place": ("patch_residual_stream",
+                              lambda activations, hook, pos, corrupt_cache: corrupt_cache[hook.name].mul_(0)),
+    "hooks left on": ("patch_residual_stream",
+                      lambda activations, hook, pos, corrupt_cache: hook.add_hook(lambda a, hook: a * 0) or activations),
+    "training mode": ("next_token_prediction", lambda model, prompt: model.train() and " x"),
+}
+
+
+@pytest.mark.parametrize("mode", ["full", "public"])
+@pytest.mark.parametrize("what", sorted(HOSTILE))
+def test_hostile_then_honest(what, mode):
+    name, hostile = HOSTILE[what]
+    exercise = EXERCISES[name]
+    grader = fresh_grader()
+    before = [(gm.model.training, float(sum(p.double().sum() for p in gm.model.parameters()))) for gm in grader.models]
+    grader.grade(exercise, hostile, mode)
+    honest = grader.grade(exercise, readable_reference(exercise), mode)
+    assert honest.passed and honest.score == 1.0, honest.feedback
+    assert "Note:" not in honest.feedback
+    after = [(gm.model.training, float(sum(p.double().sum() for p in gm.model.parameters()))) for gm in grader.models]
+    assert after == before
+
+
+# ------------------------------------------------------------------ honest answers on many seeds
+
+
+def _seed_pairs(n: int, salt: str) -> list[list[int]]:
+    rng = random.Random(salt)
+    return [[rng.randrange(1, 2**31), rng.randrange(1, 2**31)] for _ in range(n)]
+
+
+def _honest_on_seeds(name: str, n_pairs: int) -> None:
+    exercise = EXERCISES[name]
+    fn = readable_reference(exercise)
+    grader = fresh_grader()
+    for seeds in _seed_pairs(n_pairs, name):
+        result = grader.grade(exercise, fn, "hidden", seeds)
+        assert result.passed, (seeds, result.feedback)
+        grader._expected.clear()  # keep memory flat: every pair draws new cases anyway
+
+
+CHEAP = ["logit_diff", "previous_token_score", "duplicate_token_score", "induction_score", "patch_head_output",
+         "patch_residual_stream", "attention_score", "attention_pattern_row", "head_z", "top_tokens_by_unembed_bias"]
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_honest_copy_passes_on_fresh_seed_pairs(name):
+    """A few pairs per exercise in every run; the slow test below runs 50."""
+    _honest_on_seeds(name, 2 if name in CHEAP else 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_honest_copy_passes_on_50_seed_pairs(name):
+    _honest_on_seeds(name, 50)
