@@ -227,3 +227,9 @@ def test_first_code_cell_says_what_to_run_when_the_course_is_missing(where, tmp_
     missing = "torch" if where == "clone" else "circuitlab"
     assert f"ModuleNotFoundError: {missing} is not installed. In a clone of the course run `make setup`" in proc.stderr
     assert "`%pip install <the circuitlab wheel, sdist or git URL>`" in proc.stderr
+
+
+def test_python_dash_m_circuitlab_is_the_same_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "circuitlab", "progress", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "run `circuitlab start" in proc.stderr, proc.stderr
