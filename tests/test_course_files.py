@@ -58,6 +58,21 @@ def test_no_chapters_says_where_it_looked_and_what_to_run(tmp_path, monkeypatch)
     assert "pip install --force-reinstall" in message and "git checkout -- chapters" in message
 
 
+def test_pyproject_lists_every_directory_the_wheel_needs():
+    """pyproject names its packages one by one (chapters/ is mapped into circuitlab): a new
+    subpackage or data directory left off the list would be missing from the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    with_files = {
+        ".".join(path.parent.relative_to(REPO).parts)
+        for top in ("circuitlab", "graders", "solutions") for path in (REPO / top).rglob("*")
+        if path.is_file()
+        and not any(part == "__pycache__" or part.startswith(".") for part in path.relative_to(REPO).parts)
+    }
+    assert listed == with_files | {"circuitlab.chapters"}
+
+
 # ---------------------------------------------------------------- nothing to grade is never a success
 
 
@@ -171,7 +186,7 @@ def test_check_shows_a_machine_readable_result_next_to_the_html():
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "from IPython.utils.capture import capture_output\n"
         "from graders import _show\n"
-        "from graders.engine import Result\n"
+        "from graders import Result\n"
         "InteractiveShell.instance()\n"
         "with capture_output() as cap:\n"
         "    _show(Result('logit_diff', False, 0.25, 'off by one'))\n"

@@ -1,8 +1,9 @@
 """A learner's install: the wheel, built from the sdist, installed (not editable) into a
 fresh venv and used from an empty directory far from this checkout, as on Colab or a laptop.
 
-About 2 minutes on the project's 2-core machine, most of it pip fetching the dependencies
-from PyPI (torch comes from the pinned CPU wheel on disk). `-m "not install"` skips it.
+About 2 minutes on the project's idle 2-core machine and 4 under a load of 5, a third of it pip
+fetching the dependencies from PyPI (torch comes from the pinned CPU wheel on disk) and most of
+the rest chapter 0's run. `-m "not install"` skips it.
 """
 
 from __future__ import annotations
@@ -133,41 +134,29 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
     assert progress.rstrip().endswith(f"{len(expected)} of {total} exercises passed, 0 failed, "
                                       f"{total - len(expected)} not tried.")
 
-    again = installed.run(installed.venv, ["circuitlab", "start", "."], cwd=home).stdout
-    assert "kept, because you edited them (`circuitlab start . --force` replaces them with fresh copies): " \
-           "00_setup.ipynb" in again
-
 
 COURSE_CODE = """
 import json
 import solutions, solutions.ch00_setup as reference
 from graders import check
-from graders.guard import is_course_code
 
 def logit_diff(logits, correct_token, wrong_token):
     from solutions.ch00_setup import logit_diff as answer
     return answer(logits, correct_token, wrong_token)
 
-found = {"solutions": solutions.__file__, "detected": is_course_code(reference.logit_diff)}
-# An undetected reference would be graded in full (tens of seconds) only to pass: skip that.
-results = {"importing": check(logit_diff), **({"reference": check(reference.logit_diff)} if found["detected"] else {})}
-print(json.dumps({**found, **{k: [r.score, r.feedback.splitlines()[0]] for k, r in results.items()}}))
+results = {"reference": check(reference.logit_diff), "importing": check(logit_diff)}
+print(json.dumps({"solutions": solutions.__file__,
+                  **{k: [r.score, r.feedback.splitlines()[0]] for k, r in results.items()}}))
 """
 
 
-@pytest.mark.parametrize("through", [
-    "venv",
-    pytest.param("symlink", marks=pytest.mark.xfail(strict=True, reason=(
-        "graders/guard.py compares a function's co_filename with its own resolved path, so through a "
-        "symlinked venv the references are not recognised as course code (see tests/test_install.py)"))),
-])
+@pytest.mark.parametrize("through", ["venv", "symlink"])
 def test_course_code_scores_zero_in_the_installed_wheel(installed, through, tmp_path):
     venv = installed.venv if through == "venv" else installed.link
     out = installed.run(venv, ["python", "-c", COURSE_CODE], cwd=tmp_path, timeout=300).stdout
     found = json.loads(out.splitlines()[-1])
     assert found["solutions"].startswith(f"{venv}/lib/")
     assert found["importing"][0] == 0.0 and "reads the course's own code" in found["importing"][1]
-    assert found["detected"]
     assert found["reference"] == [0.0, "Scored zero: this `logit_diff` is the course's own code "
                                         "(from solutions.ch00_setup), not yours. Define the function "
                                         "yourself in the exercise cell and check that."]
