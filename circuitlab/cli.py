@@ -66,7 +66,7 @@ def _progress(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="circuitlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{start,check,progress,render,course}")
+    sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="copy the chapters into DIR")
     start.add_argument("dir", nargs="?", default=".", help="where to put them (default: the current directory)")
     start.add_argument("--force", action="store_true", help="replace notebooks you edited with fresh copies")
@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     progress = sub.add_parser("progress", help="passed / failed / not tried for every exercise")
     progress.add_argument("dir", nargs="?", default=".", help="where your notebooks are (default: here)")
     progress.set_defaults(run=_progress)
+    for name, says in (("check", "grade a notebook"), ("render", "run every chapter with the references"),
+                       ("course", "build the nbgrader course")):
+        sub.add_parser(name, help=f"{says} (`{name} -h` for its options)")  # main() hands these on
     return parser
 
 
