@@ -93,7 +93,15 @@ def _show(result: Result) -> None:
         from IPython.display import display
     except ImportError:
         get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
-        display(result)  # rich display: HTML, with the difference heatmap for sweeps
+    shell = get_ipython() if get_ipython is not None else None
+    if shell is not None:
+        # Rich display (HTML, with the difference heatmap for sweeps) plus a machine-readable
+        # part that the saved notebook keeps for `circuitlab progress`.
+        from circuitlab.saved_results import RESULT_MIME
+
+        bundle, metadata = shell.display_formatter.format(result)
+        bundle[RESULT_MIME] = {"exercise": result.exercise, "passed": bool(result.passed),
+                               "score": float(result.score)}
+        display(bundle, metadata=metadata, raw=True)
     else:
         print(result)

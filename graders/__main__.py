@@ -1,5 +1,8 @@
 """Command line: `python -m graders check NOTEBOOK`, `python -m graders render` and
-`python -m graders course OUTDIR`."""
+`python -m graders course OUTDIR` (also reached as `circuitlab check|render|course`).
+
+Exit codes: 0 all passed or built, 1 an exercise failed, 2 nothing to grade (no such
+notebook, no check cells, no chapter found or matched), with what to run instead."""
 
 from __future__ import annotations
 
@@ -12,33 +15,36 @@ import nbformat
 
 
 def _check(args: argparse.Namespace) -> int:
-    from graders.notebooks import execute, read_notebook, scorecard
+    from graders.notebooks import execute, exercise_names, read_notebook, scorecard
 
     path = Path(args.notebook)
     if not path.exists():
-        print(f"No such notebook: {path}", file=sys.stderr)
+        print(f"No such notebook: {path}. `circuitlab start DIR` copies the chapters into DIR; "
+              "then grade one of them, e.g. DIR/00_setup.ipynb.", file=sys.stderr)
         return 2
-    run = execute(read_notebook(path), workdir=path.resolve().parent, timeout=args.timeout)
+    nb = read_notebook(path)
+    if not exercise_names(nb):
+        print(f"{path} has no check(...) cells, so there is nothing to grade: pass one of the "
+              "chapter notebooks (`circuitlab start DIR` copies them into DIR).", file=sys.stderr)
+        return 2
+    run = execute(nb, workdir=path.resolve().parent, timeout=args.timeout)
     text, ok = scorecard(f"Scorecard for {path}", run)
     print(text)
-    if not run.expected:
-        print("This notebook has no check(...) cells, so there is nothing to grade.")
     return 0 if ok else 1
 
 
 def _render(args: argparse.Namespace) -> int:
     """The main job: run every chapter with the reference solutions, grade, save."""
     from graders.html import notebook_html
-    from graders.notebooks import CHAPTERS, chapter_paths, execute, fill_with_solutions, read_notebook, scorecard
+    from graders.notebooks import execute, fill_with_solutions, read_notebook, scorecard, select_chapters
 
+    chapters = select_chapters(args.chapters)  # none: ChaptersNotFound, never an empty "all passed"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ok_all, cards = True, []
-    for chapter in chapter_paths():
-        if args.chapters and not any(chapter.stem.startswith(c) for c in args.chapters):
-            continue
+    for chapter in chapters:
         start = time.perf_counter()
-        run = execute(fill_with_solutions(read_notebook(chapter), chapter), workdir=CHAPTERS,
+        run = execute(fill_with_solutions(read_notebook(chapter), chapter), workdir=chapter.parent,
                       timeout=args.timeout, allow_errors=False)
         nbformat.write(run.notebook, out / f"{chapter.stem}.ipynb")
         (out / f"{chapter.stem}.html").write_text(notebook_html(run.notebook), encoding="utf-8")
@@ -54,7 +60,9 @@ def _render(args: argparse.Namespace) -> int:
 def _course(args: argparse.Namespace) -> int:
     """Generate the nbgrader course directory (see graders.classroom)."""
     from graders.classroom import build
+    from graders.notebooks import select_chapters
 
+    select_chapters(args.chapters)  # no chapter: a clear ChaptersNotFound before anything is built
     course = build(Path(args.outdir), tuple(args.chapters), seed=args.seed,
                    exercise_timeout=args.exercise_timeout, cell_timeout=args.cell_timeout)
     for assignment in course.assignments:
@@ -66,8 +74,10 @@ def _course(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m graders", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
+    from circuitlab.course_files import ChaptersNotFound
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="execute a notebook, grade every exercise, print a scorecard")
     check.add_argument("notebook")
@@ -87,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     course.add_argument("--cell-timeout", type=int, help="nbgrader's c.Execute.timeout (default: measured)")
     course.set_defaults(run=_course)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ChaptersNotFound as missing:
+        print(missing, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

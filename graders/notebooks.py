@@ -9,7 +9,6 @@ import importlib
 import inspect
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,17 +18,25 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
+from circuitlab.course_files import ChaptersNotFound, chapter_sources
 from circuitlab.progress import PROGRESS_ENV
+from circuitlab.saved_results import CHECK_CALL, checked_exercises  # noqa: F401 (CHECK_CALL: graders.classroom)
 from graders import RESULTS_ENV
 
-CHECK_CALL = re.compile(r"^\s*(?:assert\s+)?check\((\w+)", re.MULTILINE)
 REPO = Path(__file__).resolve().parent.parent
-CHAPTERS = REPO / "chapters"
 
 
-def chapter_paths() -> list[Path]:
-    """The chapters' source files (py:percent), in course order."""
-    return sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
+chapter_paths = chapter_sources  # the chapters' py:percent sources in course order, wherever installed
+
+
+def select_chapters(prefixes) -> list[Path]:
+    """The chapters whose names start with one of `prefixes` (all of them when none is given)."""
+    chapters = chapter_paths()
+    chosen = [c for c in chapters if not prefixes or any(c.stem.startswith(p) for p in prefixes)]
+    if not chosen:
+        raise ChaptersNotFound(f"No chapter matches {' '.join(prefixes)}; the chapters are "
+                               f"{', '.join(c.stem for c in chapters)}.")
+    return chosen
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
@@ -43,11 +50,7 @@ def solutions_module(chapter: Path):
 
 def exercise_names(nb: nbformat.NotebookNode) -> list[str]:
     """Exercises a notebook checks, in order, from its `check(name)` calls."""
-    names: list[str] = []
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            names += [n for n in CHECK_CALL.findall(cell.source) if n not in names]
-    return names
+    return checked_exercises(cell.source for cell in nb.cells if cell.cell_type == "code")
 
 
 def defined_function(source: str) -> Optional[str]:

@@ -29,14 +29,14 @@ def gpt2_twin():
 @pytest.fixture(scope="session")
 def executed_chapter():
     """Run a chapter with the references filled in, once per session (several tests read it)."""
-    from graders.notebooks import CHAPTERS, execute, fill_with_solutions, read_notebook
+    from graders.notebooks import execute, fill_with_solutions, read_notebook
 
     runs = {}
 
     def run(chapter):
         if chapter.stem not in runs:
             nb = fill_with_solutions(read_notebook(chapter), chapter)
-            runs[chapter.stem] = execute(nb, workdir=CHAPTERS, allow_errors=True)
+            runs[chapter.stem] = execute(nb, workdir=chapter.parent, allow_errors=True)
         return runs[chapter.stem]
 
     return run

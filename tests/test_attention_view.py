@@ -7,7 +7,7 @@ import re
 import nbformat
 
 from circuitlab import attention_view
-from graders.notebooks import CHAPTERS
+from circuitlab.course_files import chapters_dir
 
 CDN = re.compile(r"unpkg|jsdelivr|<script[^>]*\bsrc\s*=", re.IGNORECASE)
 BUNDLE_MARK = "var CircuitsVis="  # the first statement of circuitsvis's iife.js
@@ -37,7 +37,7 @@ def test_bundle_is_inlined_once_per_kernel(monkeypatch):
 
 
 def test_executed_chapter_views_carry_circuitsvis_without_a_cdn(executed_chapter):
-    run = executed_chapter(CHAPTERS / "03_attention_patterns.py")
+    run = executed_chapter(chapters_dir() / "03_attention_patterns.py")
     assert not run.errors, run.errors
     html = [h for h in _html_outputs(run.notebook) if "CircuitsVis.render" in h]
     assert len(html) >= 2, "expected one view per layer"

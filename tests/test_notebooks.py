@@ -10,7 +10,8 @@ import jupytext
 import nbformat
 import pytest
 
-from graders.notebooks import CHAPTERS, chapter_paths, exercise_names, read_notebook, scorecard
+from circuitlab.course_files import chapters_dir
+from graders.notebooks import chapter_paths, exercise_names, read_notebook, scorecard
 
 CHAPTER_FILES = chapter_paths()
 
@@ -37,7 +38,7 @@ def test_chapter_runs_with_references(chapter, executed_chapter):
 
 
 def test_cli_check_fails_a_stub_notebook_with_a_scorecard():
-    chapter = CHAPTERS / "00_setup.ipynb"
+    chapter = chapters_dir() / "00_setup.ipynb"
     proc = subprocess.run([sys.executable, "-m", "graders", "check", str(chapter)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr

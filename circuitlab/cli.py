@@ -1,0 +1,100 @@
+"""`circuitlab`: the course's one command.
+
+    circuitlab start [DIR] [--force]   copy the chapters into DIR (default: here) to work on them
+    circuitlab check NOTEBOOK          run a notebook in a fresh kernel and grade every exercise
+    circuitlab progress [DIR]          passed / failed / not tried, from the notebooks saved in DIR
+    circuitlab render | course ...     the graders' commands (`python -m graders`), passed through
+
+Exit codes: 0 done, 1 an exercise failed (check, render), 2 nothing to work on (no chapters,
+no such notebook). `start` and `progress` only read and copy files; the graders' commands
+start kernels and load models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+GRADERS_COMMANDS = ("check", "render", "course")  # graders/__main__.py owns these
+
+
+def _jupyter() -> str:
+    """How to call this environment's Jupyter: plain `jupyter` when that is the one on PATH."""
+    ours = Path(sys.executable).with_name("jupyter")
+    if not ours.exists():
+        return "jupyter"
+    on_path = shutil.which("jupyter")
+    return "jupyter" if on_path and Path(on_path).resolve() == ours.resolve() else str(ours)
+
+
+def _start(args: argparse.Namespace) -> int:
+    from circuitlab.course_files import copy_chapters
+
+    dest = Path(args.dir).resolve()
+    done = copy_chapters(dest, force=args.force)
+    print(f"Chapters in {dest}:")
+    if done.copied:
+        print(f"  copied:   {', '.join(done.copied)}")
+    if done.replaced:
+        print(f"  replaced with the shipped version (--force): {', '.join(done.replaced)}")
+    if done.kept:
+        print(f"  kept, because you edited them (`circuitlab start {args.dir} --force` replaces them "
+              f"with fresh copies): {', '.join(done.kept)}")
+    if done.unchanged:
+        print(f"  already there, unchanged: {len(done.unchanged)} files")
+    print(f"\nOpen them with `{_jupyter()} lab {dest}` and start with 00_setup.ipynb.\n"
+          f"Grade a saved notebook from the shell: `circuitlab check {dest / '00_setup.ipynb'}`.\n"
+          f"See how far you are: `circuitlab progress {dest}`.")
+    return 0
+
+
+def _progress(args: argparse.Namespace) -> int:
+    from circuitlab.saved_results import progress, progress_report
+
+    workdir = Path(args.dir).resolve()
+    chapters = progress(workdir)
+    if not any(chapter.notebook for chapter in chapters):
+        print(f"No chapter notebooks in {workdir}: run `circuitlab start {args.dir}` to copy them there, "
+              "or pass the directory that holds them.", file=sys.stderr)
+        return 2
+    print(progress_report(workdir, chapters))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="circuitlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="copy the chapters into DIR")
+    start.add_argument("dir", nargs="?", default=".", help="where to put them (default: the current directory)")
+    start.add_argument("--force", action="store_true", help="replace notebooks you edited with fresh copies")
+    start.set_defaults(run=_start)
+    progress = sub.add_parser("progress", help="passed / failed / not tried for every exercise")
+    progress.add_argument("dir", nargs="?", default=".", help="where your notebooks are (default: here)")
+    progress.set_defaults(run=_progress)
+    for name, says in (("check", "grade a notebook"), ("render", "run every chapter with the references"),
+                       ("course", "build the nbgrader course")):
+        sub.add_parser(name, help=f"{says} (`{name} -h` for its options)")  # main() hands these on
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from circuitlab.course_files import ChaptersNotFound
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in GRADERS_COMMANDS:
+            from graders.__main__ import main as graders_main
+
+            return graders_main(argv, prog="circuitlab")
+        args = _parser().parse_args(argv)
+        return args.run(args)
+    except ChaptersNotFound as missing:
+        print(missing, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
