@@ -7,8 +7,6 @@ from typing import Optional
 
 import torch
 
-RESULT_MIME = "application/vnd.circuitlab.result+json"  # the machine-readable part of a check's display
-
 
 @dataclass
 class CaseResult:
@@ -40,9 +38,6 @@ class Result:
         return f"[{mark}] {self.exercise} (score {self.score:.2f})\n{self.feedback}"
 
     __repr__ = __str__
-
-    def summary(self) -> dict:
-        return {"exercise": self.exercise, "passed": self.passed, "score": self.score, "mode": self.mode}
 
     def _image(self) -> Optional[str]:
         if self.difference is None:
