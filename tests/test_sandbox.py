@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import textwrap
 import time
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from graders.sandbox import Limits, Outcome, Sandbox, SandboxError, SandboxPool, SandboxUnavailable, frames
+from graders.sandbox import Limits, Outcome, Sandbox, SandboxError, SandboxPool
 from graders.sandbox.project import course_view, package_dirs
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
+                                reason="bubblewrap is not installed (apt-get install -y bubblewrap)")
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -142,6 +142,33 @@ def test_too_many_processes_are_killed(sandbox):
         time.sleep(60)
     """), 10)
     assert outcome == Outcome("crashed", signal=9, message="the job ran more than 16 processes at once and was killed")
+
+
+def test_file_size_scratch_size_and_open_files_are_limited():
+    limits = Limits(file_size=1 * MiB, tmp_size=4 * MiB, open_files=32)
+    with Sandbox(preload="tests.sandbox_handlers:preload_nothing", view=course_view(), limits=limits,
+                 **HANDLERS) as box:
+        tried = json.loads(run_ok(box, """
+            import errno, json
+            def attempt(action):
+                try:
+                    action()
+                    return 'ok'
+                except OSError as error:
+                    return errno.errorcode[error.errno]
+            def fill(count):
+                for i in range(count):
+                    with open(f'/tmp/part{i}', 'wb') as f:
+                        f.write(b'x' * (1 << 20))            # 1 MiB each: just within the file cap
+            answer = json.dumps({
+                'a 2 MiB file': attempt(lambda: open('/tmp/big', 'wb').write(b'x' * (2 << 20))),
+                'three 1 MiB files': attempt(lambda: fill(3)),
+                'eight 1 MiB files': attempt(lambda: fill(8)),
+                '40 open files': attempt(lambda: [open('/dev/null') for _ in range(40)]),
+            }).encode()
+        """))
+    assert tried == {"a 2 MiB file": "EFBIG", "three 1 MiB files": "ok", "eight 1 MiB files": "ENOSPC",
+                     "40 open files": "EMFILE"}
 
 
 # -- nothing survives a job ----------------------------------------------------------------
@@ -384,15 +411,6 @@ def test_a_failing_preload_says_why():
     assert str(raised.value).endswith("RuntimeError: the preload could not find its models\n")
 
 
-def test_without_bubblewrap_nothing_runs_and_the_error_names_the_package(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    box = Sandbox(preload="tests.sandbox_handlers:preload_nothing", **HANDLERS)
-    with pytest.raises(SandboxUnavailable) as raised:
-        box.run(job("answer = b'unsandboxed'"), 5)
-    assert str(raised.value) == ("bubblewrap (the `bwrap` command) is not on PATH, and learner code is never run "
-                                 "unsandboxed: install the Debian/Ubuntu package with `apt-get install -y bubblewrap`")
-
-
 def test_a_pool_of_two_runs_four_jobs_in_half_the_time():
     jobs = [job(f"import time; time.sleep(0.5); answer = b'{i}'") for i in range(4)]
     with SandboxPool(2, preload="tests.sandbox_handlers:preload_nothing", view=course_view(), **HANDLERS) as pool:
@@ -402,20 +420,6 @@ def test_a_pool_of_two_runs_four_jobs_in_half_the_time():
     print(f"\npool of 2, four 0.5 s jobs: {wall:.2f} s (serial: 2.0 s)")
     assert outcomes == [Outcome("ok", answer=str(i).encode()) for i in range(4)]
     assert 1.0 <= wall < 1.5
-
-
-def test_frames_are_capped_before_their_payload_is_read():
-    read_end, write_end = os.pipe()
-    try:
-        os.write(write_end, frames.HEADER.pack(frames.RESULT, 1 << 40))
-        with pytest.raises(frames.FrameTooLarge, match="^a frame of 1099511627776 bytes exceeds the 100-byte cap$"):
-            frames.read_frame(read_end, 100, time.monotonic() + 1)
-        os.write(write_end, frames.HEADER.pack(frames.RESULT, 10) + b"12345")
-        with pytest.raises(frames.FrameTimeout, match=r"^no frame within the deadline \(5 of 10 bytes came\)$"):
-            frames.read_frame(read_end, 100, time.monotonic() + 0.2)
-    finally:
-        os.close(read_end)
-        os.close(write_end)
 
 
 # -- the point of the zygote: load once, serve many ----------------------------------------
@@ -431,7 +435,8 @@ FORWARD = """
 
 def test_jobs_reuse_the_model_the_zygote_loaded_once():
     start = time.monotonic()
-    with Sandbox(preload="tests.sandbox_handlers:preload_model", view=course_view(), **HANDLERS) as box:
+    with Sandbox(preload="tests.sandbox_handlers:preload_model", view=course_view(),
+                 limits=Limits(memory=512 * MiB), **HANDLERS) as box:  # torch works under RLIMIT_AS
         load = time.monotonic() - start
         trivial = []
         for _ in range(10):
