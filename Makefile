@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.circuitlab-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup course test check browser bench classroom clean
+.PHONY: setup course test check browser sandbox bench classroom clean
 
 setup: $(STAMP)
 
@@ -21,14 +21,20 @@ $(STAMP): pyproject.toml
 course: $(STAMP)
 	$(PY) -m graders render --out build
 
-## make test: the test suite (installs Debian's chromium for the browser tests when it can)
-test: $(STAMP) browser
+## make test: the test suite (installs Debian's chromium for the browser tests and bubblewrap for the
+## sandboxed classroom grader when it can)
+test: $(STAMP) browser sandbox
 	$(PY) -m pytest -q
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "Chromium could not be installed: the browser tests will be skipped."
+
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "bubblewrap could not be installed: the sandbox tests will be skipped."
 
 ## make check NB=chapters/00_setup.ipynb: grade one notebook
 check: $(STAMP)
