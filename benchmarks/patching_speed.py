@@ -9,8 +9,9 @@ on the same prompt pair in the same run, checks they agree, and converts both ti
 forward passes of that model. TL runs one forward per cell; when a sweep has more cells
 than --tl-cells, TL runs a random sample of that many cells and its time is scaled to
 all cells (marked "~"). Then it times every exercise's check: the first check (which
-computes and caches the reference answers) and repeated checks (which only run the
-learner's function; the readable reference in solutions/ stands in for the learner).
+computes and caches the reference answers), repeated checks (which only run the
+learner's function; an honest copy of the readable reference stands in for the
+learner) and the public checks of the student release.
 """
 
 from __future__ import annotations
@@ -139,25 +140,34 @@ def _sweep_line(r: dict) -> str:
 
 
 def bench_graders() -> None:
+    """Every check as a learner runs it: an honest copy of the readable reference, defined
+    outside the course's packages (so the answer-code watch runs too), in full mode (first
+    check: references computed and cached; repeats: the learner's function only) and in
+    public mode (the student release's checks)."""
     import graders
     from graders.models import grading_models
-    from graders.notebooks import solutions_module
     from graders.registry import EXERCISES
+    from tests.honest import readable_reference
 
     start = time.perf_counter()
     labels = [gm.label for gm in grading_models()]
     print(f"\nGrading models: {', '.join(labels)} (loaded in {time.perf_counter() - start:.1f} s)")
-    print(f"{'exercise':28s} {'first check':>12s} {'median repeat':>14s}")
+    print(f"{'exercise':28s} {'first check':>12s} {'median repeat':>14s} {'public repeat':>14s}")
     per_chapter: dict[str, float] = {}
+    slowest = ("", 0.0)
     for name, exercise in EXERCISES.items():
-        learner = getattr(solutions_module(Path(exercise.chapter)), name)
-        first, result = _seconds(lambda: graders.grade(name, learner))
+        learner = readable_reference(exercise)
+        first, result = _seconds(lambda: graders.grade(name, learner, mode="full"))
         assert result.passed, result.feedback
-        repeat, _ = _seconds(lambda: graders.grade(name, learner), repeats=3)
+        repeat, _ = _seconds(lambda: graders.grade(name, learner, mode="full"), repeats=3)
+        public, result = _seconds(lambda: graders.grade(name, learner, mode="public"), repeats=3)
+        assert result.passed, result.feedback
         per_chapter[exercise.chapter] = per_chapter.get(exercise.chapter, 0.0) + first
-        print(f"{name:28s} {first:10.2f} s {repeat:12.2f} s", flush=True)
+        slowest = max(slowest, (name, repeat), key=lambda item: item[1])
+        print(f"{name:28s} {first:10.2f} s {repeat:12.2f} s {public:12.2f} s", flush=True)
     for chapter, total in per_chapter.items():
         print(f"chapter {chapter}: all checks, first run {total:.1f} s")
+    print(f"slowest repeat: {slowest[0]} {slowest[1]:.1f} s ({'within' if slowest[1] <= 10 else 'OVER'} the 10 s goal)")
 
 
 def main() -> None:

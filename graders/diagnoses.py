@@ -191,24 +191,3 @@ def scaled(f: Failure, got: torch.Tensor, expected: torch.Tensor) -> Optional[st
 
 RULES: tuple[Rule, ...] = (masked_cell, all_zero, constant, negated, minus_clean, softmax_before_mask, transposed,
                            shifted, reordered, scaled)
-
-
-# ---------------------------------------------------------------- exceptions from TransformerLens 3 habits
-
-_EXCEPTION_ADVICE = (
-    ("HookedTransformer", "TransformerLens 4 has no HookedTransformer; the model you are given is a TransformerBridge "
-                          "with the same methods (run_with_hooks, run_with_cache, to_tokens, to_single_token)."),
-    ("transformer_lens.utils", "In TransformerLens 4, transformer_lens.utils is transformer_lens.utilities "
-                               "(e.g. transformer_lens.utilities.get_act_name)."),
-    ("cannot import name 'utils'", "In TransformerLens 4, transformer_lens.utils is transformer_lens.utilities "
-                                   "(e.g. transformer_lens.utilities.get_act_name)."),
-    ("hook_result", "This model has no per-head hook_result (a native bridge, like real gelu-2l's): patch "
-                    "blocks.L.attn.hook_z instead, as chapter 2 explains."),
-    ("attn_result", "This model has no per-head hook_result (a native bridge, like real gelu-2l's): patch "
-                    "blocks.L.attn.hook_z instead, as chapter 2 explains."),
-)
-
-
-def exception_advice(message: str) -> Optional[str]:
-    """What to do about an exception a TransformerLens 3 habit raises on TransformerLens 4."""
-    return next((advice for needle, advice in _EXCEPTION_ADVICE if needle in message), None)

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import random
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from circuitlab import progress
-from graders import hints
+from graders import calls, hints
 from graders.declare import Case, Exercise, Mistake
-from graders.diagnoses import Failure, diagnose, exception_advice
+from graders.calls import Outcome, guarded_call, short
+from graders.diagnoses import Failure, diagnose
 from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
 from graders.inputs import Arguments, fingerprint
 from graders.models import GradingModel, grading_models
@@ -37,61 +37,6 @@ from graders.results import CaseResult, Result, not_implemented, reads_course_co
 
 MODES = ("full", "hidden", "public")
 ANSWER_PACKAGES = ("solutions", "graders")
-MAX_MESSAGE = 600  # characters of one feedback message (a learner's repr can be huge)
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " […]"
-
-
-# ---------------------------------------------------------------- one learner call
-
-
-def call_learner(fn: Callable, args: dict[str, Any]) -> tuple[str, Any]:
-    """Call learner code: ("answer", value), ("stub", None) for the unchanged stub, or
-    ("raised", exception). Described afterwards, outside the guard's watch."""
-    try:
-        return "answer", fn(**args)
-    except NotImplementedError as err:
-        frames = traceback.extract_tb(err.__traceback__)
-        # Raised by the learner's own function body: that is the stub, not a library limit.
-        if frames and getattr(fn, "__code__", None) and frames[-1].filename == fn.__code__.co_filename:
-            return "stub", None
-        return "raised", err
-    except (Exception, SystemExit) as err:  # learner code can raise anything
-        return "raised", err
-
-
-def _describe_exception(err: BaseException, fn: Callable) -> str:
-    if isinstance(err, SystemExit):
-        return "your function called exit(); return a value instead"
-    code = getattr(fn, "__code__", None)
-    own = [f for f in traceback.extract_tb(err.__traceback__) if code is not None and f.filename == code.co_filename]
-    try:
-        message = f"{type(err).__name__}: {_short(str(err))}"
-    except Exception:  # an exception whose str() fails
-        message = type(err).__name__
-    advice = exception_advice(message)
-    advice = f"\n  {advice}" if advice else ""
-    if not own:
-        return f"your function raised {message}{advice}"
-    where = own[-1]
-    return (f"your function raised {message}\n  at line {where.lineno} in {where.name}: "
-            f"{(where.line or '').strip()}{advice}")
-
-
-@dataclass
-class Outcome:
-    """What one learner call did. `kind`: "answer", "raised", "stub", "timeout",
-    "course_code" or "not_run"; `notes`: side effects the guard undid. An answer is
-    judged on its value; of the side effects, only edits to what the call was given
-    (a cache, the weights) fail it."""
-
-    kind: str
-    value: Any = None
-    message: str = ""
-    notes: list[str] = field(default_factory=list)
-    damage: list[str] = field(default_factory=list)  # the notes that fail the case: inputs or weights edited
 
 
 # ---------------------------------------------------------------- checks
@@ -128,7 +73,7 @@ class Grader:
         self._mistaken: dict[tuple[int, str], Any] = {}
         self._arguments: dict[int, Arguments] = {}
         self._snapshots: dict[int, Snapshot] = {}
-        self.course = CourseCode(ANSWER_PACKAGES, harness=(__file__,))
+        self.course = CourseCode(ANSWER_PACKAGES, harness=(__file__, calls.__file__))
 
     @property
     def models(self) -> list[GradingModel]:
@@ -197,24 +142,8 @@ class Grader:
              watch: bool, printed: BoundedOutput) -> Outcome:
         """One guarded learner call (also used for known mistakes, with `watch` off)."""
         args, shared = self.arguments(gm).build(inputs)
-        guard = Guard(gm.model, self.protected(gm, shared), limit, self.course if watch else None, printed, exercise.grad)
-        kind, value = "timeout", None
-        with guard:
-            kind, value = call_learner(fn, args)
-        notes = [f"your function {n}" for n in guard.notes]
-        if guard.course_code is not None:
-            return Outcome("course_code", message=f"runs {guard.course_code}")
-        if guard.timed_out:
-            return Outcome("timeout", message=(
-                f"stopped after {limit:.3g} s: look for an endless loop, or a loop over something the exercise "
-                "lets you do in one batched call"), notes=notes)
-        outcome = Outcome(kind, value) if kind != "raised" else Outcome(kind, message=_describe_exception(value, fn))
-        outcome.notes, outcome.damage = notes, [f"your function {n}" for n in guard.damage]
-        if outcome.kind == "answer" and (shared_with := guard.aliases(outcome.value)) is not None:
-            outcome.message = (f"returned a tensor that shares memory with {shared_with}; return a new tensor "
-                               "(e.g. `.clone()`), so later edits cannot change the original")
-            outcome.value = _detached_copy(outcome.value)
-        return outcome
+        return guarded_call(fn, args, Guard(gm.model, self.protected(gm, shared), limit,
+                                            self.course if watch else None, printed, exercise.grad))
 
     # ------------------------------------------------------------ the loop
 
@@ -229,30 +158,40 @@ class Grader:
         if not trusted and (uses := self.course.references(fn)):
             return reads_course_code(exercise.name, "; ".join(uses), mode)
         checks = self.plan(exercise, mode, seeds)
+        printed = BoundedOutput()  # everything the learner's calls print, summarised once
+
+        def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
+            return self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed)
+
+        return self.verdict(exercise, checks, call, mode, printed.note)
+
+    def verdict(self, exercise: Exercise, checks: list[Check], call: Callable[[Check, Mapping[str, Any]], Outcome],
+                mode: str, printed: Callable[[], Optional[str]] = lambda: None) -> Result:
+        """Steps 2 and 3: get each check's outcomes from `call` (a guarded call here, the
+        sandboxed worker's answers in classroom grading), then judge and explain."""
         results: list[CaseResult] = []
         failures: list[tuple[Check, Any]] = []
         notes: list[str] = []
-        printed = BoundedOutput()  # everything the learner's calls print, summarised once
         stopped = False
         answered: dict[tuple[str, str], Outcome] = {}  # checks sharing inputs share one call
         for check in checks:
             outcomes = []
             for inputs in check.calls:
-                key = (check.gm.key, fingerprint(dict(inputs)))
+                key = call_key(check.gm, inputs)
                 repeat = any(o is answered.get(key) for o in outcomes)  # asked twice in one check: call again
                 outcome = (Outcome("not_run") if stopped else answered[key] if key in answered and not repeat
-                           else self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed))
+                           else call(check, inputs))
                 answered[key] = outcome
                 if outcome.kind == "stub":
                     return not_implemented(exercise.name, mode)
                 if outcome.kind == "course_code":
                     return reads_course_code(exercise.name, outcome.message, mode)
-                stopped |= outcome.kind == "timeout"
+                stopped |= outcome.kind in ("timeout", "crashed")
                 notes += [n for n in outcome.notes if n not in notes]
                 outcomes.append(outcome)
             results.append(self._judge(exercise, check, outcomes, failures))
-        if printed.note():
-            notes.append(printed.note())
+        if (note := printed()) is not None:
+            notes.append(note)
         explanation = self._explain(exercise, failures)
         result = _summarise(exercise, results, explanation, [gm.label for gm in self.models], notes, mode)
         result.difference = next((d for check, got in failures if (d := _difference(check, got)) is not None), None)
@@ -277,18 +216,19 @@ class Grader:
         label = check.gm.label
         broken = next((o for o in outcomes if o.kind != "answer"), None)
         if broken is not None:
-            message = ("not run: an earlier case ran out of time" if broken.kind == "not_run"
-                       else f"did not finish: {broken.message}" if broken.kind == "timeout" else broken.message)
-            return CaseResult(label, check.label, False, _short(message))
+            message = ("not run: an earlier case ran out of time or crashed" if broken.kind == "not_run"
+                       else f"did not finish: {broken.message}" if broken.kind in ("timeout", "crashed")
+                       else broken.message)
+            return CaseResult(label, check.label, False, short(message))
         answers = [o.value for o in outcomes]
         problem = self._safe(check.judge, answers)
         if check.case is not None and problem is not None:
             failures.append((check, answers[0]))
         side_effect = next((o.message or o.damage[0] for o in outcomes if o.message or o.damage), None)
         if side_effect is not None:
-            return CaseResult(label, check.label, False, _short(side_effect))
+            return CaseResult(label, check.label, False, short(side_effect))
         cells = _cells(exercise.compare, answers[0], check.expected) if check.case is not None else None
-        return CaseResult(label, check.label, problem is None, _short(problem or ""), cells)
+        return CaseResult(label, check.label, problem is None, short(problem or ""), cells)
 
     def _safe(self, judge: Callable[[list[Any]], Optional[str]], answers: list[Any]) -> Optional[str]:
         """Judge under a time limit: the learner's values can run their own code (__eq__,
@@ -334,12 +274,13 @@ class Grader:
         return None
 
 
+def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> tuple[str, str]:
+    """Which call a check's inputs ask for: equal inputs on one model are one call."""
+    return gm.key, fingerprint(dict(inputs))
+
+
 def _grad_mode(grad: bool):
     return torch.enable_grad() if grad else torch.no_grad()
-
-
-def _detached_copy(value: Any) -> Any:
-    return value.detach().clone() if type(value) is torch.Tensor else value
 
 
 def _cells(compare: Callable, got: Any, expected: Any) -> Optional[tuple[int, int]]:
