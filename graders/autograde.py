@@ -1,119 +1,280 @@
-"""The hidden tests that nbgrader runs at autograde, in the instructor's environment.
+"""Classroom autograding that judges outside the student's code.
 
-A check cell of a generated course notebook starts with a hidden block
+    with Autograder(["logit_diff", ...], seeds={"logit_diff": [812, 4471], ...}, hide=[course_root]) as grader:
+        results = grader.grade_notebooks([nb_a, nb_b, ...])     # per notebook: {exercise: Result}
 
-    ### BEGIN HIDDEN TESTS
-    from graders.autograde import hidden_check
-    hidden_check(logit_diff, seeds=[812, 4471], timeout=120)
-    ### END HIDDEN TESTS
-    check(logit_diff);
+This process is the trusted side and never runs learner code. It plans every exercise on
+the hidden seeds (cases, reference answers: once per Autograder), writes the plan (inputs
+and limits, no answers) where the sandbox can read it, and hands each submission to a
+sandboxed worker (`graders.worker`: bubblewrap, no network, the course's answer code,
+the course directory and every other submission hidden). The worker returns the
+learner's answers as plain data (`graders.wire`: JSON and safetensors, never pickle);
+the engine here compares them with the references, types checked exactly, names known
+mistakes and writes the feedback. Without bubblewrap, grading refuses to start.
 
-`hidden_check` grades the learner's function on cases drawn with seeds the learner
-never saw and raises AssertionError (so nbgrader gives the cell no points) unless
-every case passes. The learner's function runs in a forked child process with a
-time limit: an infinite loop or a crash of the Python process costs that exercise
-only. Afterwards the learner's function is replaced in the notebook by the
-reference, so later demo cells and later exercises run as if this one were right.
+Submissions run in parallel: one single-threaded sandbox per core by default, or, given a
+Dask scheduler address, one sandbox per Dask worker process (each gets the plan once).
+A crash, an endless loop or `os._exit` costs the exercise it happens in (a top-level one
+costs its cell), never another submission.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import multiprocessing
+import dataclasses
 import os
-import sys
-import warnings
-from typing import Callable, Optional, Sequence
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-import torch
+import nbformat
 
+from graders import calls, wire
+from graders.calls import Outcome
 from graders.declare import Exercise
-from graders.engine import Grader
+from graders.engine import Check, Grader, call_key
+from graders.registry import exercise as find
 from graders.results import Result
+from graders.worker import STAGED
+from graders.worker.plan import Call, ExercisePlan, Plan
+from graders.worker.preload import PLAN_ENV
 
-# Results of hidden checks in this kernel, so the visible `check(fn)` that follows
-# shows them instead of grading again in-process.
-AUTOGRADED: dict[str, Result] = {}
-_GRADER = Grader()
-
-
-class ExerciseFailed(AssertionError):
-    """Raised in a check cell so nbgrader gives it no points."""
+CELL_TIMEOUT = 120.0
+GRACE = 10.0
+CPU_SECONDS = 3600  # per process of a job; the wall-clock limits stop real endless loops long before
 
 
-def hidden_check(fn: Callable, seeds: Sequence[int], timeout: float, namespace: Optional[dict] = None) -> Result:
-    from graders.registry import exercise as find
-
-    name = fn.__name__
-    declared = find(name)
-    with _quiet():  # nbgrader scores a test cell that writes to stderr as 0
-        # Cases and reference answers are computed here, so the child only runs learner
-        # code and this kernel keeps them cached.
-        _GRADER.plan(declared, "hidden", seeds)
-        result = _grade_isolated(declared, seeds, fn, timeout)
-    AUTOGRADED[name] = result
-    if not result.passed:
-        # Later cells (demos, later exercises that call this one) get the reference.
-        (namespace if namespace is not None else fn.__globals__)[name] = declared.reference_fn()
-        raise ExerciseFailed(f"{name} FAILED (hidden cases)\n{result.feedback}")
-    return result
+def code_cells(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
+    """The cells a worker runs: every code cell but the graded test cells (the grader
+    decides what those check; a student's copy of one counts for nothing)."""
+    out = []
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.get("cell_type") == "code" and not (meta.get("grade") and not meta.get("solution")):
+            out.append((index, str(cell.get("source", ""))))
+    return out
 
 
-def _child(conn, exercise: Exercise, seeds: Sequence[int], fn: Callable) -> None:
-    # The parent's OpenMP worker threads do not exist here; with more than one thread
-    # torch's first parallel region would wait for them forever.
-    torch.set_num_threads(1)
-    # The child's output would otherwise reach the notebook (and stderr costs points).
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    sys.stdout = sys.stderr = open(os.devnull, "w")
-    try:
-        result = _GRADER.grade(exercise, fn, "hidden", seeds)
-    except BaseException as err:  # anything the learner's code can throw past the engine
-        result = Result(exercise.name, False, 0.0, f"grading stopped: {type(err).__name__}: {err}")
-    conn.send(result)
-    conn.close()
+def plan_directory() -> Path:
+    """Where the plan file goes: a place the sandbox sees (its /tmp is its own, the course
+    and the checkout are hidden)."""
+    for base in (Path("/var/tmp"), Path.home() / ".cache"):
+        if base.is_dir() and os.access(base, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix="circuitlab-plan-", dir=base))
+    raise RuntimeError("no directory outside /tmp to write the grading plan to (tried /var/tmp and ~/.cache)")
 
 
-def _grade_isolated(exercise: Exercise, seeds: Sequence[int], fn: Callable, timeout: float) -> Result:
-    name = exercise.name
-    context = multiprocessing.get_context("fork")  # the child shares the loaded models
-    receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(send, exercise, seeds, fn), daemon=True)
-    child.start()
-    send.close()
-    try:
-        if receive.poll(timeout):
+class Autograder:
+    """Grades submissions of one assignment's exercises on hidden seeds, in sandboxes."""
+
+    def __init__(self, exercises: Sequence[str], seeds: Mapping[str, Sequence[int]], hide: Iterable[Path] = (),
+                 workers: Optional[int] = None, scheduler: Optional[str] = None,
+                 cell_timeout: float = CELL_TIMEOUT, grader: Optional[Grader] = None, log: Callable = print) -> None:
+        self.exercises = [find(name) for name in exercises]
+        self.seeds = {name: list(seeds[name]) for name in exercises}
+        self.hide = [Path(p) for p in hide]
+        self.workers = workers or len(os.sched_getaffinity(0))
+        self.scheduler = scheduler
+        self.cell_timeout = cell_timeout
+        self.grader = grader or Grader()
+        self.log = log
+        self._checks: dict[str, list[Check]] = {}
+        self._plan: Optional[Plan] = None
+        self._plan_dir: Optional[Path] = None
+        self._runner = None
+
+    # ------------------------------------------------------------ trusted preparation
+
+    def prepare(self) -> Plan:
+        """Cases and reference answers for every exercise (computed here, once), and the plan."""
+        planned = []
+        for exercise in self.exercises:
+            checks = self.grader.plan(exercise, "hidden", self.seeds[exercise.name])
+            self._checks[exercise.name] = checks
+            seen: dict[tuple[str, str], Call] = {}
+            for check in checks:
+                for inputs in check.calls:
+                    key = call_key(check.gm, inputs)
+                    seen.setdefault(key, Call("/".join(key), check.gm.key, dict(inputs), check.limit))
+            planned.append(ExercisePlan(exercise.name, exercise.grad, tuple(seen.values())))
+        from circuitlab.loading import default_model
+
+        models = tuple((gm.key, gm.weights) for gm in self.grader.models)
+        self._plan = Plan(models, default_model(), tuple(planned), self.cell_timeout)
+        return self._plan
+
+    def __enter__(self) -> "Autograder":
+        plan = self.prepare()
+        self._plan_dir = plan_directory()
+        (self._plan_dir / "plan.bin").write_bytes(plan.dumps())
+        self._runner = (DaskRunner(self.scheduler, self._sandbox_args()) if self.scheduler
+                        else LocalRunner(self.workers, self._sandbox_args()))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        if self._plan_dir is not None:
+            for child in self._plan_dir.iterdir():
+                child.unlink()
+            self._plan_dir.rmdir()
+
+    def _sandbox_args(self) -> dict[str, Any]:
+        from graders.sandbox import Limits
+        from graders.sandbox.project import course_view
+
+        view = course_view(self.hide)
+        view = dataclasses.replace(view, env={**view.env, PLAN_ENV: str(self._plan_dir / "plan.bin")})
+        limits = Limits(cpu_seconds=CPU_SECONDS)
+        return {"preload": "graders.worker.preload:load", "handler": "graders.worker.supervisor:grade",
+                "stage": list(STAGED), "view": view, "limits": limits}
+
+    def job_timeout(self, n_cells: int) -> float:
+        """The sandbox's last resort for one submission: every cell once at its limit,
+        each restart, and every exercise's deadline (the supervisor stops things sooner)."""
+        deadlines = sum(e.deadline for e in self._plan.exercises) + GRACE * len(self._plan.exercises)
+        return (n_cells + 2) * (self.cell_timeout + GRACE) + deadlines
+
+    # ------------------------------------------------------------ grading
+
+    def grade_notebooks(self, notebooks: Sequence[nbformat.NotebookNode],
+                        progress: Optional[Callable[[int], None]] = None) -> list[dict[str, Result]]:
+        """Each notebook's results, by exercise, in the notebooks' order."""
+        jobs = [wire.dumps({"cells": [list(c) for c in code_cells(nb)]}) for nb in notebooks]
+        timeouts = [self.job_timeout(len(code_cells(nb))) for nb in notebooks]
+        replies = self._runner.run(jobs, timeouts, progress)
+        return [self.judge(reply) for reply in replies]
+
+    def judge(self, reply: tuple[str, bytes, str]) -> dict[str, Result]:
+        """Decode one worker's answers (untrusted data) and judge every exercise."""
+        kind, answer, message = reply
+        answers: dict[str, Any] = {}
+        if kind == "ok":
             try:
-                return receive.recv()
-            except EOFError:
-                pass  # the child died before it could answer
-        else:
-            child.kill()
-            return Result(name, False, 0.0, f"did not finish within {timeout:.0f} s: look for an endless loop.")
-    finally:
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
-        receive.close()
-    return Result(name, False, 0.0, f"the Python process crashed while running {name} (exit code {child.exitcode}).")
+                device = str(self.grader.models[0].model.cfg.device)
+                answers = wire.loads(answer, model_device=device).get("exercises", {})
+            except (ValueError, KeyError, TypeError, AttributeError):
+                answers, message = {}, "the grading worker sent an answer that could not be read"
+        results = {}
+        for exercise in self.exercises:
+            entry = answers.get(exercise.name) if isinstance(answers, dict) else None
+            call = _answered(entry, message or f"the submission could not be run ({kind})")
+            results[exercise.name] = self.grader.verdict(exercise, self._checks[exercise.name], call, "hidden",
+                                                         lambda e=entry: _printed(e), escalate=False)
+        return results
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence Python warnings and anything written to stderr, at the file-descriptor level too."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _answered(entry: Any, fallback: str) -> Callable[[Check, Mapping[str, Any]], Outcome]:
+    """The engine's `call` for one exercise, answered from a worker's reply."""
+
+    def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
+        if not isinstance(entry, dict):
+            return Outcome("crashed", message=calls.short(fallback))
+        if "failed" in entry:
+            kind = {"timeout": "timeout", "missing": "raised"}.get(str(entry["failed"]), "crashed")
+            return Outcome(kind, message=calls.short(str(entry.get("message", ""))))
+        got = entry.get("calls", {}).get("/".join(call_key(check.gm, inputs))) if isinstance(entry.get("calls"), dict) else None
+        if not isinstance(got, dict) or got.get("kind") not in calls.KINDS:
+            return Outcome("crashed", message="no answer came back for this case")
+        notes = [calls.short(str(n)) for n in got.get("notes", [])][:10] if isinstance(got.get("notes"), list) else []
+        damage = [calls.short(str(n)) for n in got.get("damage", [])][:10] if isinstance(got.get("damage"), list) else []
+        return Outcome(got["kind"], got.get("value"), calls.short(str(got.get("message", ""))), notes, damage)
+
+    return call
+
+
+def _printed(entry: Any) -> Optional[str]:
+    note = entry.get("printed") if isinstance(entry, dict) else None
+    return calls.short(note) if isinstance(note, str) else None
+
+
+# ---------------------------------------------------------------- where the sandboxes run
+
+
+class LocalRunner:
+    """`workers` sandboxes on this machine, each serving one submission at a time."""
+
+    def __init__(self, workers: int, sandbox_args: dict[str, Any]) -> None:
+        from graders.sandbox import Sandbox
+
+        self.pool = [Sandbox(**sandbox_args) for _ in range(workers)]
+        self.free = list(self.pool)
+        self.lock = threading.Lock()
+        ThreadPoolExecutor(workers).map(lambda box: box.start(), self.pool)  # start them side by side
+
+    def run(self, jobs: list[bytes], timeouts: list[float], progress=None) -> list[tuple[str, bytes, str]]:
+        def one(job: bytes, timeout: float) -> tuple[str, bytes, str]:
+            with self.lock:
+                box = self.free.pop()
+            try:
+                outcome = box.run(job, timeout)
+                return outcome.kind, outcome.answer or b"", outcome.message
+            finally:
+                with self.lock:
+                    self.free.append(box)
+
+        replies: list = [None] * len(jobs)
+        with ThreadPoolExecutor(len(self.pool)) as threads:
+            futures = {threads.submit(one, job, t): i for i, (job, t) in enumerate(zip(jobs, timeouts))}
+            for done, future in enumerate(as_completed(futures), 1):
+                replies[futures[future]] = future.result()
+                if progress:
+                    progress(done)
+        return replies
+
+    def close(self) -> None:
+        for box in self.pool:
+            box.close()
+
+
+_DASK_SANDBOX: dict[str, Any] = {}  # in each Dask worker process: the sandbox for one plan
+
+
+def _dask_task(plan_bytes: bytes, sandbox_args: dict[str, Any], job: bytes, timeout: float) -> tuple[str, bytes, str]:
+    """Runs in a Dask worker (a trusted process that never runs learner code itself): one
+    sandbox per worker process and plan, started on first use."""
+    import hashlib
+
+    from graders.sandbox import Sandbox
+
+    key = hashlib.sha256(plan_bytes).hexdigest()
+    if key not in _DASK_SANDBOX:
+        for old in _DASK_SANDBOX.values():
+            old.close()
+        _DASK_SANDBOX.clear()
+        folder = plan_directory()
+        (folder / "plan.bin").write_bytes(plan_bytes)
+        view = sandbox_args["view"]
+        args = {**sandbox_args, "view": dataclasses.replace(view, env={**view.env, PLAN_ENV: str(folder / "plan.bin")})}
+        _DASK_SANDBOX[key] = Sandbox(**args)
+    outcome = _DASK_SANDBOX[key].run(job, timeout)
+    return outcome.kind, outcome.answer or b"", outcome.message
+
+
+class DaskRunner:
+    """Submissions as tasks on a Dask distributed cluster; the plan travels once per worker."""
+
+    def __init__(self, scheduler: str, sandbox_args: dict[str, Any]) -> None:
+        from distributed import Client
+
+        self.client = Client(scheduler)
+        self.sandbox_args = sandbox_args
+        plan_path = Path(sandbox_args["view"].env[PLAN_ENV])
+        self.plan = self.client.scatter(plan_path.read_bytes(), broadcast=True)
+
+    def run(self, jobs: list[bytes], timeouts: list[float], progress=None) -> list[tuple[str, bytes, str]]:
+        from distributed import as_completed as dask_completed
+
+        futures = [self.client.submit(_dask_task, self.plan, self.sandbox_args, job, t, pure=False)
+                   for job, t in zip(jobs, timeouts)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        replies: list = [None] * len(jobs)
+        for done, future in enumerate(dask_completed(futures), 1):
+            replies[index[future.key]] = future.result()
+            if progress:
+                progress(done)
+        return replies
+
+    def close(self) -> None:
+        self.client.close()

@@ -166,9 +166,11 @@ class Grader:
         return self.verdict(exercise, checks, call, mode, printed.note)
 
     def verdict(self, exercise: Exercise, checks: list[Check], call: Callable[[Check, Mapping[str, Any]], Outcome],
-                mode: str, printed: Callable[[], Optional[str]] = lambda: None) -> Result:
+                mode: str, printed: Callable[[], Optional[str]] = lambda: None, escalate: bool = True) -> Result:
         """Steps 2 and 3: get each check's outcomes from `call` (a guarded call here, the
-        sandboxed worker's answers in classroom grading), then judge and explain."""
+        sandboxed worker's answers in classroom grading), then judge and explain.
+        `escalate`: count the failure towards this session's progressive hints (a
+        learner's own session; not when grading a class)."""
         results: list[CaseResult] = []
         failures: list[tuple[Check, Any]] = []
         notes: list[str] = []
@@ -195,10 +197,11 @@ class Grader:
         explanation = self._explain(exercise, failures)
         result = _summarise(exercise, results, explanation, [gm.label for gm in self.models], notes, mode)
         result.difference = next((d for check, got in failures if (d := _difference(check, got)) is not None), None)
-        failures_in_a_row = self._attempts.record(exercise.name, result.passed)
-        extra = hints.progressive(exercise.hint, exercise.section, exercise.chapter, failures_in_a_row)
-        if extra:
-            result.feedback += "\n" + "\n".join(extra)
+        if escalate:
+            failures_in_a_row = self._attempts.record(exercise.name, result.passed)
+            extra = hints.progressive(exercise.hint, exercise.section, exercise.chapter, failures_in_a_row)
+            if extra:
+                result.feedback += "\n" + "\n".join(extra)
         return result
 
     def _is_answer_code(self, exercise: Exercise, fn: Callable) -> bool:

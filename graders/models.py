@@ -17,6 +17,7 @@ class GradingModel:
     key: str  # "gelu-2l" or "gpt2-small"
     model: object  # a TransformerBridge
     label: str  # how feedback names it, e.g. "gelu-2l (random weights)"
+    weights: str = ""  # "pretrained" or "random" for a course model (load_model's argument)
 
 
 @functools.lru_cache(maxsize=None)
@@ -24,7 +25,8 @@ def grading_model(key: str) -> GradingModel:
     pretrained = weights_cached(key)
     model = load_model(key, weights="pretrained" if pretrained else "random")
     Weights.of(model)  # remember the weights as loaded, before any learner code sees the model
-    return GradingModel(key, model, f"{key} ({'pretrained' if pretrained else 'random weights'})")
+    weights = "pretrained" if pretrained else "random"
+    return GradingModel(key, model, f"{key} ({'pretrained' if pretrained else 'random weights'})", weights)
 
 
 def grading_models() -> list[GradingModel]:

@@ -1,0 +1,41 @@
+"""The exercise runner: the learner's function on each of one exercise's inputs, guarded,
+in a process of its own (forked from the cell runner), reporting straight to the supervisor."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from graders.calls import Outcome, guarded_call
+from graders.guard import BoundedOutput, Guard, Protected, Snapshot
+from graders.worker import preload, reports
+from graders.worker.plan import ExercisePlan
+
+
+def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
+    """Never returns."""
+    printed = BoundedOutput()
+    snapshots: dict[int, Snapshot] = {}
+    answers: dict[str, dict] = {}
+    stopped = False
+    for call in exercise.calls:
+        if stopped:  # after a time-out the rest would only wait too
+            answers[call.key] = {"kind": "not_run"}
+            continue
+        arguments = preload.ARGUMENTS[call.model]
+        args, shared = arguments.build(call.inputs)
+        for _, value, ref in shared:
+            if id(value) not in snapshots:
+                snapshots[id(value)] = Snapshot(value, lambda ref=ref, a=arguments: a.fresh_cache(ref))
+        protected = Protected([(path, snapshots[id(value)]) for path, value, _ in shared])
+        guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed, exercise.grad)
+        outcome = guarded_call(fn, args, guard)
+        stopped = outcome.kind == "timeout"
+        answers[call.key] = encode(outcome)
+    reports.send(fd, {"report": "answers", "name": exercise.name, "calls": answers, "printed": printed.note()})
+    os._exit(0)
+
+
+def encode(outcome: Outcome) -> dict[str, Any]:
+    return {"kind": outcome.kind, "value": outcome.value, "message": outcome.message,
+            "notes": list(outcome.notes), "damage": list(outcome.damage)}

@@ -1,0 +1,56 @@
+"""The grading plan a sandbox serves: which models, and every call of every exercise.
+
+Built by the trusted grader before any learner code runs, written once per sandbox as a
+file of `graders.wire` data, and read by `preload.load`. It holds inputs and limits,
+never a reference answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graders import wire
+
+
+@dataclass(frozen=True)
+class Call:
+    key: str  # the call's identity: model key and the inputs' fingerprint
+    model: str  # which grading model
+    inputs: dict[str, Any]
+    limit: float  # seconds for this call
+
+
+@dataclass(frozen=True)
+class ExercisePlan:
+    name: str
+    grad: bool
+    calls: tuple[Call, ...]
+
+    @property
+    def deadline(self) -> float:
+        """Seconds for all of this exercise's calls, with room for encoding them."""
+        return sum(c.limit for c in self.calls) + 10.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    models: tuple[tuple[str, str], ...]  # (key, weights) of each grading model, as load_model takes them
+    notebook_model: tuple[str, str]  # what the chapters' course_model() loads here
+    exercises: tuple[ExercisePlan, ...]
+    cell_timeout: float = 120.0
+
+    def dumps(self) -> bytes:
+        return wire.dumps({
+            "models": [list(m) for m in self.models], "notebook_model": list(self.notebook_model),
+            "cell_timeout": float(self.cell_timeout),
+            "exercises": [[e.name, e.grad, [[c.key, c.model, c.inputs, float(c.limit)] for c in e.calls]]
+                          for e in self.exercises]})
+
+    @classmethod
+    def loads(cls, data: bytes) -> "Plan":
+        tree = wire.loads(data)
+        exercises = tuple(ExercisePlan(name, bool(grad), tuple(Call(k, m, dict(i), float(t)) for k, m, i, t in calls))
+                          for name, grad, calls in tree["exercises"])
+        return cls(tuple(tuple(m) for m in tree["models"]), tuple(tree["notebook_model"]), exercises,
+                   float(tree["cell_timeout"]))

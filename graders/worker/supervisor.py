@@ -1,0 +1,119 @@
+"""The job handler: grades one submission, running no learner code itself.
+
+A job is `graders.wire` data: {"cells": [[index, source], ...]} (the submission's code
+cells, check cells left out by the trusted side). The answer is {"exercises": {name:
+{"calls": {key: outcome}, "printed": ...} or {"failed": kind, "message": ...}},
+"cell_errors": {index: message}}.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from graders import wire
+from graders.worker import cells as cell_runner
+from graders.worker import preload, reports
+
+GRACE = 10.0  # seconds past a runner's own limit before the supervisor stops waiting
+
+
+def grade(job: bytes) -> bytes:
+    cells = [(int(i), str(source)) for i, source in wire.loads(job)["cells"]]
+    skip: set[int] = set()
+    exercises: dict[str, dict] = {}
+    cell_errors: dict[int, str] = {}
+    for _ in range(len(cells) + len(preload.PLAN.exercises) + 1):
+        if _run_once(cells, skip, exercises, cell_errors):
+            break
+    for exercise in preload.PLAN.exercises:  # whatever no runner reached
+        exercises.setdefault(exercise.name, {"failed": "crashed", "message": "the notebook could not be run this far"})
+    return wire.dumps({"exercises": exercises, "cell_errors": {str(k): v for k, v in cell_errors.items()}})
+
+
+def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict) -> bool:
+    """One cell runner, from the first cell not skipped; True when it got to the end."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        os.setpgid(0, 0)  # its own group, with the exercise runners it forks
+        cell_runner.run(cells, skip, set(exercises), write_fd)
+    try:
+        os.setpgid(pid, pid)  # here too, so the group exists however early it must be killed
+    except OSError:
+        pass
+    os.close(write_fd)
+    reader = reports.Reader(read_fd)
+    where: tuple[str, Any] = ("start", None)
+    finished = False
+    try:
+        while True:
+            report = reader.next(time.monotonic() + _limit(where))
+            if report is None:
+                break  # ended, broke the protocol, or overran
+            kind = report["report"]
+            _settle(where, exercises, kind, report)
+            if kind == "cell":
+                where = ("cell", int(report["index"]))
+            elif kind == "cell_error":
+                cell_errors[int(report["index"])] = str(report.get("message", ""))[:600]
+            elif kind == "exercise":
+                where = ("exercise", str(report["name"]))
+            elif kind == "answers":
+                exercises[str(report["name"])] = {"calls": report.get("calls", {}), "printed": report.get("printed")}
+                where = ("between", None)
+            elif kind == "exercise_failed":
+                name = str(report["name"])
+                exercises.setdefault(name, {"failed": str(report.get("kind", "crashed")),
+                                            "message": str(report.get("message", ""))[:600]})
+                where = ("between", None)
+            elif kind == "done":
+                finished = True
+                break
+    finally:
+        os.close(read_fd)
+        _stop(pid)
+    if not finished:
+        _blame(where, skip, exercises, cell_errors, overran=not reader.closed)
+    return finished
+
+
+def _limit(where: tuple[str, Any]) -> float:
+    if where[0] == "exercise":
+        plan = next(e for e in preload.PLAN.exercises if e.name == where[1])
+        return plan.deadline + GRACE
+    return preload.PLAN.cell_timeout + GRACE
+
+
+def _settle(where, exercises: dict, kind: str, report: dict) -> None:
+    """An exercise runner that ended without answering (os._exit(0), say)."""
+    if where[0] == "exercise" and kind != "answers" and where[1] not in exercises:
+        if kind != "exercise_failed" or report.get("name") != where[1]:
+            exercises[where[1]] = {"failed": "crashed",
+                                   "message": "the Python process running your function ended without an answer"}
+
+
+def _blame(where, skip: set[int], exercises: dict, cell_errors: dict, overran: bool) -> None:
+    """The runner stopped early: the cell or exercise it was in costs its own points only."""
+    what = "did not finish in time" if overran else "stopped the Python process"
+    if where[0] == "cell":
+        skip.add(where[1])
+        cell_errors[where[1]] = f"this cell {what}; the notebook was run again without it"
+    elif where[0] == "exercise" and where[1] not in exercises:
+        exercises[where[1]] = {"failed": "timeout" if overran else "crashed", "message": f"your function {what}"}
+    # Between two cells or exercises there is nothing to blame: the next runner tries again.
+
+
+def _stop(pid: int) -> None:
+    """Kill the cell runner and the exercise runner it may have forked (its process group)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
