@@ -3,7 +3,7 @@
     circuitlab start [DIR] [--force]   copy the chapters into DIR (default: here) to work on them
     circuitlab check NOTEBOOK          run a notebook in a fresh kernel and grade every exercise
     circuitlab progress [DIR]          passed / failed / not tried, from the notebooks saved in DIR
-    circuitlab render | course ...     the graders' commands (`python -m graders`), passed through
+    circuitlab render | course | autograde ...   the graders' commands (`python -m graders`), passed through
 
 Exit codes: 0 done, 1 an exercise failed (check, render), 2 nothing to work on (no chapters,
 no such notebook). `start` and `progress` only read and copy files; the graders' commands
@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-GRADERS_COMMANDS = ("check", "render", "course")  # graders/__main__.py owns these
+GRADERS_COMMANDS = ("check", "render", "course", "autograde")  # graders/__main__.py owns these
 
 
 def _jupyter() -> str:
@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     progress.add_argument("dir", nargs="?", default=".", help="where your notebooks are (default: here)")
     progress.set_defaults(run=_progress)
     for name, says in (("check", "grade a notebook"), ("render", "run every chapter with the references"),
-                       ("course", "build the nbgrader course")):
+                       ("course", "build the nbgrader course"),
+                       ("autograde", "grade a class's submissions in sandboxes")):
         sub.add_parser(name, help=f"{says} (`{name} -h` for its options)")  # main() hands these on
     return parser
 

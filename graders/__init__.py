@@ -49,14 +49,16 @@ def check(fn: Callable, model=None) -> Result:
 
     This is the learner's entry point, so handing it the course's own reference
     (e.g. imported from `solutions`) scores zero. In a student release of the nbgrader
-    course (no `solutions` package) it runs the public checks; at autograde it shows
-    the hidden check's result.
+    course (no `solutions` package) it runs the public checks. (Autograding never runs
+    it: see graders.nbgrader_plugin.)
     """
-    from graders.autograde import AUTOGRADED
-
-    if fn.__name__ in AUTOGRADED and model is None:
-        result = AUTOGRADED[fn.__name__]
-    elif _GRADER.course.owns(fn):
+    if os.environ.get("NBGRADER_EXECUTION") == "autograde":
+        # nbgrader is running this notebook in a kernel: the course's nbgrader_config.py is
+        # not in use. Grading here would let the student's code judge itself: refuse, loudly.
+        raise RuntimeError("This course is autograded in a sandbox, not in the notebook's kernel: run nbgrader "
+                           "from the course directory that `python -m graders course` wrote (its nbgrader_config.py "
+                           "sets this up), or `python -m graders autograde ASSIGNMENT` there.")
+    if _GRADER.course.owns(fn):
         result = Result(fn.__name__, False, 0.0,
                         f"Scored zero: this `{fn.__name__}` is the course's own code (from {fn.__module__}), "
                         "not yours. Define the function yourself in the exercise cell and check that.")

@@ -1,5 +1,6 @@
-"""Command line: `python -m graders check NOTEBOOK`, `python -m graders render` and
-`python -m graders course OUTDIR` (also reached as `circuitlab check|render|course`).
+"""Command line: `python -m graders check NOTEBOOK`, `python -m graders render`,
+`python -m graders course OUTDIR` and `python -m graders autograde ASSIGNMENT` (also
+reached as `circuitlab check|render|course|autograde`).
 
 Exit codes: 0 all passed or built, 1 an exercise failed, 2 nothing to grade (no such
 notebook, no check cells, no chapter found or matched), with what to run instead."""
@@ -63,14 +64,30 @@ def _course(args: argparse.Namespace) -> int:
     from graders.notebooks import select_chapters
 
     select_chapters(args.chapters)  # no chapter: a clear ChaptersNotFound before anything is built
-    course = build(Path(args.outdir), tuple(args.chapters), seed=args.seed,
-                   exercise_timeout=args.exercise_timeout, cell_timeout=args.cell_timeout)
+    course = build(Path(args.outdir), tuple(args.chapters), seed=args.seed, cell_timeout=args.cell_timeout,
+                   check=not args.no_check)
     for assignment in course.assignments:
         print(f"source/{assignment.name}/{assignment.name}.ipynb: {', '.join(assignment.exercises)}")
-    limits = ", ".join(f"{n} {t} s" for a in course.assignments for n, t in a.timeouts.items())
-    print(f"c.Execute.timeout = {course.cell_timeout}; hidden checks stop learner code after: {limits}."
-          f"\nNext: cd {args.outdir} && nbgrader generate_assignment "
-          f"{course.assignments[0].name}")
+    print(f"Hidden seeds: {args.outdir}/circuitlab_course.json (keep it out of students' reach)."
+          f"\nNext: cd {args.outdir} && nbgrader generate_assignment {course.assignments[0].name}")
+    return 0
+
+
+def _autograde(args: argparse.Namespace) -> int:
+    """Grade every submission of an assignment in sandboxes, then record it in nbgrader."""
+    from graders.nbgrader_plugin import autograde_class
+    from graders.sandbox import SandboxUnavailable
+
+    try:
+        results = autograde_class(Path(args.course), args.assignment, args.student, workers=args.workers,
+                                  scheduler=args.scheduler)
+    except (FileNotFoundError, KeyError, SandboxUnavailable) as err:
+        print(err, file=sys.stderr)
+        return 2
+    for student, by_exercise in results.items():
+        points = sum(r.passed for r in by_exercise.values())
+        print(f"{student:24s} {points}/{len(by_exercise)}  " + " ".join(
+            f"{name}:{'pass' if r.passed else 'FAIL'}" for name, r in by_exercise.items()))
     return 0
 
 
@@ -92,10 +109,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     course.add_argument("outdir")
     course.add_argument("chapters", nargs="*", help="chapter prefixes such as 00 or 01 (default: all)")
     course.add_argument("--seed", type=int, help="seed for the hidden cases (default: random)")
-    course.add_argument("--exercise-timeout", type=int,
-                        help="seconds for learner code per hidden check (default: measured)")
-    course.add_argument("--cell-timeout", type=int, help="nbgrader's c.Execute.timeout (default: measured)")
+    course.add_argument("--cell-timeout", type=int, default=120, help="seconds a notebook cell may take at autograde")
+    course.add_argument("--no-check", action="store_true",
+                        help="skip grading the references in the sandbox before writing (a few minutes per chapter)")
     course.set_defaults(run=_course)
+    grade = sub.add_parser("autograde", help="grade every submission of an assignment in sandboxes, in parallel, "
+                                             "and record the scores and feedback in nbgrader")
+    grade.add_argument("assignment")
+    grade.add_argument("--course", default=".", help="the nbgrader course directory (default: here)")
+    grade.add_argument("--student", action="append", default=[], help="only this student (repeatable)")
+    grade.add_argument("--workers", type=int, help="sandboxes on this machine (default: one per core)")
+    grade.add_argument("--scheduler", help="a Dask scheduler address: grade on that cluster instead")
+    grade.set_defaults(run=_autograde)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
