@@ -146,6 +146,13 @@ class Autograder:
         replies = self._runner.run(jobs, timeouts, progress)
         return [self.judge(reply) for reply in replies]
 
+    def answers(self, nb: nbformat.NotebookNode) -> tuple[str, Any]:
+        """What the worker sent back for one notebook, decoded but not judged (the sandbox's
+        outcome kind, and the answers): for tests and for looking into a strange verdict."""
+        job = wire.dumps({"cells": [list(c) for c in code_cells(nb)]})
+        kind, answer, message = self._runner.run([job], [self.job_timeout(len(code_cells(nb)))])[0]
+        return kind, (wire.loads(answer) if kind == "ok" else message)
+
     def judge(self, reply: tuple[str, bytes, str]) -> dict[str, Result]:
         """Decode one worker's answers (untrusted data) and judge every exercise."""
         kind, answer, message = reply

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import torch
 
+from graders.wire import Opaque
+
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -77,7 +79,7 @@ def close_tensor(atol: float = 1e-3, rtol: float = 1e-3):
     def compare(got: Any, expected: torch.Tensor) -> Optional[str]:
         if type(got) is not torch.Tensor:
             if isinstance(got, torch.Tensor):
-                return f"returned a {type(got).__name__} (a Tensor subclass); return a plain torch.Tensor"
+                return f"returned a {type_name(got)} (a Tensor subclass); return a plain torch.Tensor"
             return f"returned {kind(got)}, expected a torch.Tensor of shape {tuple(expected.shape)}"
         if tuple(got.shape) != tuple(expected.shape):
             return f"returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
@@ -122,4 +124,9 @@ def kind(value: Any) -> str:
         return "None"
     if type(value) is torch.Tensor:
         return f"a tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
+    return f"a {type_name(value)}"
+
+
+def type_name(value: Any) -> str:
+    """The learner's type, also for a value that came through the sandbox's wall as Opaque."""
+    return value.type_name if type(value) is Opaque else type(value).__name__

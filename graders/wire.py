@@ -61,10 +61,15 @@ def loads(data: bytes, model_device: str = "cpu") -> Any:
     (size,) = HEADER.unpack_from(data)
     if size > MAX_JSON or HEADER.size + size > len(data):
         raise ValueError("bad header length")
-    tree = json.loads(data[HEADER.size:HEADER.size + size])
-    blob = data[HEADER.size + size:]
-    tensors = load_tensors(blob) if blob else {}
-    return _decode(tree, tensors, model_device, 0)
+    try:
+        tree = json.loads(data[HEADER.size:HEADER.size + size])
+        blob = data[HEADER.size + size:]
+        tensors = load_tensors(bytes(blob)) if blob else {}
+        return _decode(tree, tensors, model_device, 0)
+    except Exception as err:  # whatever a malformed blob makes json, safetensors or _decode raise
+        if isinstance(err, ValueError):
+            raise
+        raise ValueError(f"malformed data ({type(err).__name__})") from None
 
 
 def _encode(value: Any, tensors: dict, model_device: str, depth: int) -> Any:
@@ -87,6 +92,8 @@ def _encode(value: Any, tensors: dict, model_device: str, depth: int) -> Any:
         return {"t": "float", "v": value if math.isfinite(value) else repr(value)}
     if kind is str:
         return {"t": "str", "v": value}
+    if kind is Opaque:  # passed on (the worker's supervisor relays what its runners sent)
+        return {"t": "opaque", "type": value.type_name, "v": value.text}
     if kind in (list, tuple):
         return {"t": kind.__name__, "v": [_encode(v, tensors, model_device, depth + 1) for v in value]}
     if kind is dict:

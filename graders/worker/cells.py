@@ -78,5 +78,5 @@ def _wait(pid: int, exercise, fd: int) -> None:
 
 def _death(status: int) -> str:
     if os.WIFSIGNALED(status):
-        return f"the Python process running your function was killed by signal {os.WTERMSIG(status)}"
-    return f"the Python process running your function exited with code {os.WEXITSTATUS(status)}"
+        return f"the Python process running your function crashed (killed by signal {os.WTERMSIG(status)})"
+    return f"the Python process running your function crashed (it exited with code {os.WEXITSTATUS(status)})"

@@ -4,6 +4,7 @@ on one pipe. Each record is a dict with a "report" kind:
 * {"report": "cell", "index": i}: about to run code cell i;
 * {"report": "cell_error", "index": i, "message": ...}: cell i raised (the runner goes on);
 * {"report": "exercise", "name": ...}: about to run that exercise's calls;
+* {"report": "call", "name": ..., "limit": seconds}: about to make one of them;
 * {"report": "answers", "name": ..., "calls": {key: outcome}, "printed": note or None};
 * {"report": "exercise_failed", "name": ..., "kind": "missing" | "crashed" | "timeout", "message": ...};
 * {"report": "done"}.
@@ -20,7 +21,7 @@ from typing import Any, Optional
 from graders import wire
 
 HEADER = struct.Struct("!Q")
-MAX_REPORT = 256 * 1024 * 1024
+MAX_REPORT = 8 * 1024 * 1024  # an exercise's answers are kilobytes; more is not an answer
 
 
 def send(fd: int, report: dict[str, Any]) -> None:
@@ -37,6 +38,7 @@ class Reader:
         self.fd = fd
         self.buffer = bytearray()
         self.closed = False
+        self.too_big = False
 
     def next(self, deadline: float) -> Optional[dict]:
         """The next report, or None at end of stream or when `deadline` (time.monotonic) passes."""
@@ -44,7 +46,7 @@ class Reader:
             if len(self.buffer) >= HEADER.size:
                 (size,) = HEADER.unpack_from(self.buffer)
                 if size > MAX_REPORT:
-                    self.closed = True
+                    self.closed = self.too_big = True
                     return None
                 if len(self.buffer) >= HEADER.size + size:
                     data = bytes(self.buffer[HEADER.size:HEADER.size + size])

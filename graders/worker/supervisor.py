@@ -62,6 +62,8 @@ def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict) -> bool
                 cell_errors[int(report["index"])] = str(report.get("message", ""))[:600]
             elif kind == "exercise":
                 where = ("exercise", str(report["name"]))
+            elif kind == "call" and where[0] in ("exercise", "call"):
+                where = ("call", where[1], float(report.get("limit", 0)))
             elif kind == "answers":
                 exercises[str(report["name"])] = {"calls": report.get("calls", {}), "printed": report.get("printed")}
                 where = ("between", None)
@@ -77,33 +79,42 @@ def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict) -> bool
         os.close(read_fd)
         _stop(pid)
     if not finished:
-        _blame(where, skip, exercises, cell_errors, overran=not reader.closed)
+        _blame(where, skip, exercises, cell_errors, overran=not reader.closed, too_big=reader.too_big)
     return finished
 
 
-def _limit(where: tuple[str, Any]) -> float:
+def _limit(where: tuple) -> float:
+    """How long the runner may stay silent where it is: one call's limit during a call
+    (the call's own timer may have been switched off by the learner's code)."""
+    if where[0] == "call":
+        return min(where[2], _plan_of(where[1]).deadline) + GRACE
     if where[0] == "exercise":
-        plan = next(e for e in preload.PLAN.exercises if e.name == where[1])
-        return plan.deadline + GRACE
+        return _plan_of(where[1]).deadline + GRACE
     return preload.PLAN.cell_timeout + GRACE
+
+
+def _plan_of(name: str):
+    return next(e for e in preload.PLAN.exercises if e.name == name)
 
 
 def _settle(where, exercises: dict, kind: str, report: dict) -> None:
     """An exercise runner that ended without answering (os._exit(0), say)."""
-    if where[0] == "exercise" and kind != "answers" and where[1] not in exercises:
+    if where[0] in ("exercise", "call") and kind not in ("answers", "call") and where[1] not in exercises:
         if kind != "exercise_failed" or report.get("name") != where[1]:
             exercises[where[1]] = {"failed": "crashed",
                                    "message": "the Python process running your function ended without an answer"}
 
 
-def _blame(where, skip: set[int], exercises: dict, cell_errors: dict, overran: bool) -> None:
+def _blame(where, skip: set[int], exercises: dict, cell_errors: dict, overran: bool, too_big: bool) -> None:
     """The runner stopped early: the cell or exercise it was in costs its own points only."""
-    what = "did not finish in time" if overran else "stopped the Python process"
+    what = ("sent back more than 8 MB" if too_big else "did not finish in time" if overran
+            else "stopped the Python process")
     if where[0] == "cell":
         skip.add(where[1])
         cell_errors[where[1]] = f"this cell {what}; the notebook was run again without it"
-    elif where[0] == "exercise" and where[1] not in exercises:
-        exercises[where[1]] = {"failed": "timeout" if overran else "crashed", "message": f"your function {what}"}
+    elif where[0] in ("exercise", "call") and where[1] not in exercises:
+        kind = "timeout" if overran and not too_big else "crashed"
+        exercises[where[1]] = {"failed": kind, "message": f"your function {what}"}
     # Between two cells or exercises there is nothing to blame: the next runner tries again.
 
 
