@@ -97,7 +97,7 @@ class Autograder:
                 for inputs in check.calls:
                     key = call_key(check.gm, inputs)
                     seen.setdefault(key, Call("/".join(key), check.gm.key, dict(inputs), check.limit))
-            planned.append(ExercisePlan(exercise.name, exercise.grad, tuple(seen.values())))
+            planned.append(ExercisePlan(exercise.name, tuple(seen.values())))
         from circuitlab.loading import default_model
 
         models = tuple((gm.key, gm.weights) for gm in self.grader.models)

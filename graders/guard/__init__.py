@@ -45,14 +45,13 @@ class Guard:
         time_limit_s: Optional[float] = None,
         course: Optional[CourseCode] = None,
         output: Optional[BoundedOutput] = None,
-        grad: bool = False,
     ) -> None:
         self.model = model
         self.protected = protected or Protected()
         self.timer = Timer(time_limit_s)
         self.watch = Watch(course) if course is not None else None
         self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
-        self.grad_mode = torch.enable_grad() if grad else torch.no_grad()
+        self.grad_mode = torch.no_grad()  # learner code runs as in the chapters; it may enable grad inside
         self.notes: list[str] = []
         self.damage: list[str] = []  # the notes about edits to what the call was given (inputs, weights)
         self.timed_out = False

@@ -28,7 +28,7 @@ def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
             if id(value) not in snapshots:
                 snapshots[id(value)] = Snapshot(value, lambda ref=ref, a=arguments: a.fresh_cache(ref))
         protected = Protected([(path, snapshots[id(value)]) for path, value, _ in shared])
-        guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed, exercise.grad)
+        guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed)
         reports.send(fd, {"report": "call", "name": exercise.name, "limit": call.limit})
         outcome = guarded_call(fn, args, guard)
         stopped = outcome.kind == "timeout"
