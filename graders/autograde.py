@@ -20,8 +20,10 @@ costs its cell), never another submission.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -252,6 +254,7 @@ def _dask_task(plan_bytes: bytes, sandbox_args: dict[str, Any], job: bytes, time
         _DASK_SANDBOX.clear()
         folder = plan_directory()
         (folder / "plan.bin").write_bytes(plan_bytes)
+        atexit.register(shutil.rmtree, folder, True)
         view = sandbox_args["view"]
         args = {**sandbox_args, "view": dataclasses.replace(view, env={**view.env, PLAN_ENV: str(folder / "plan.bin")})}
         _DASK_SANDBOX[key] = Sandbox(**args)
