@@ -91,6 +91,18 @@ def _autograde(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_release(args: argparse.Namespace) -> int:
+    """The course without its answers, for students (see graders.student_release)."""
+    from graders.student_release import build
+
+    try:
+        build(Path(args.outdir), wheel=args.wheel)
+    except FileExistsError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     from circuitlab.course_files import ChaptersNotFound
 
@@ -121,6 +133,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     grade.add_argument("--workers", type=int, help="sandboxes on this machine (default: one per core)")
     grade.add_argument("--scheduler", help="a Dask scheduler address: grade on that cluster instead")
     grade.set_defaults(run=_autograde)
+    student = sub.add_parser("student-release", help="the course without solutions/ and known mistakes, for students")
+    student.add_argument("outdir")
+    student.add_argument("--wheel", action="store_true", help="also build its wheel into OUTDIR/dist")
+    student.set_defaults(run=_student_release)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
