@@ -68,7 +68,8 @@ def _course(args: argparse.Namespace) -> int:
                    check=not args.no_check)
     for assignment in course.assignments:
         print(f"source/{assignment.name}/{assignment.name}.ipynb: {', '.join(assignment.exercises)}")
-    print(f"Hidden seeds: {args.outdir}/circuitlab_course.json (keep it out of students' reach)."
+    print(f"Hidden seeds: {args.outdir}/circuitlab_course.json (keep it out of students' reach); "
+          f"a cell may take {course.cell_timeout} s at autograde."
           f"\nNext: cd {args.outdir} && nbgrader generate_assignment {course.assignments[0].name}")
     return 0
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     course.add_argument("outdir")
     course.add_argument("chapters", nargs="*", help="chapter prefixes such as 00 or 01 (default: all)")
     course.add_argument("--seed", type=int, help="seed for the hidden cases (default: random)")
-    course.add_argument("--cell-timeout", type=int, default=120, help="seconds a notebook cell may take at autograde")
+    course.add_argument("--cell-timeout", type=int,
+                        help="seconds a notebook cell may take at autograde (default: 5x the slowest, measured)")
     course.add_argument("--no-check", action="store_true",
                         help="skip grading the references in the sandbox before writing (a few minutes per chapter)")
     course.set_defaults(run=_course)
