@@ -12,7 +12,8 @@ known mistake, an endless loop, a crash, half done, cycled) and grades them:
   sandboxes are up;
 * nbgrader: stock `nbgrader autograde` (its Execute preprocessor: each submission in a
   fresh kernel that loads the models and grades in-process, the flow this course
-  replaced) on the first --baseline-n of the same submissions.
+  replaced) on the same submissions (or the first --baseline-n), with the same limit
+  per cell.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Exec
 c = get_config()
 c.CourseDirectory.course_id = "baseline"
 c.Autograde.autograde_preprocessors = {STOCK}
-c.Execute.timeout = 900
+c.Execute.timeout = {{timeout}}
 '''
 
 
@@ -69,7 +70,7 @@ def env() -> dict:
             "PYTHONPATH": str(REPO)}
 
 
-def baseline_course(course: Path, chapter: str, exercises: list[str]) -> Path:
+def baseline_course(course: Path, chapter: str, exercises: list[str], cell_timeout: int) -> Path:
     """The same course, graded the way it was before: check cells that grade in the kernel."""
     root = Path(tempfile.mkdtemp(prefix="baseline-"))
     shutil.copytree(course / "source", root / "source")
@@ -80,7 +81,7 @@ def baseline_course(course: Path, chapter: str, exercises: list[str]) -> Path:
             name = next(n for n in exercises if f"check({n})" in cell.source)
             cell.source = f"import graders\nassert graders.grade({name!r}, {name}).passed"
     nbformat.write(nb, path)
-    (root / "nbgrader_config.py").write_text(BASELINE_CONFIG)
+    (root / "nbgrader_config.py").write_text(BASELINE_CONFIG.replace("{timeout}", str(cell_timeout)))
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", chapter, "--force"], cwd=root,
                    env=env(), check=True, capture_output=True)
     return root
@@ -91,7 +92,7 @@ def bench_chapter(chapter: str, args) -> None:
     from graders.nbgrader_plugin import autograde_class
 
     course = Path(tempfile.mkdtemp(prefix="course-"))
-    built = build(course, (chapter,), seed=1, check=False, log=lambda *_: None)
+    built = build(course, (chapter,), seed=1, cell_timeout=args.cell_timeout, check=False, log=lambda *_: None)
     assignment = built.assignments[0]
     name, exercises = assignment.name, assignment.exercises
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force"], cwd=course, env=env(),
@@ -111,7 +112,8 @@ def bench_chapter(chapter: str, args) -> None:
         passed = sum(r.passed for res in results.values() for r in res.values())
         rates[workers] = len(subs) / total * 60
         # The same grading without nbgrader's recording, timed after the sandboxes started.
-        with Autograder(exercises, assignment.seeds, hide=[course], workers=workers, log=lambda *_: None) as grader:
+        with Autograder(exercises, assignment.seeds, hide=[course], workers=workers, cell_timeout=args.cell_timeout,
+                        log=lambda *_: None) as grader:
             grader.grade_notebooks([subs[0][1]] * workers)  # every sandbox up
             begin = time.perf_counter()
             grader.grade_notebooks([nb for _, nb in subs])
@@ -120,7 +122,7 @@ def bench_chapter(chapter: str, args) -> None:
               f"nbgrader's recording) -> {rates[workers]:6.1f} submissions/min; once started "
               f"{steady / len(subs):4.1f} s each ({len(subs) / steady * 60:6.1f}/min); {passed} exercises passed")
     if args.baseline_n:
-        root = baseline_course(course, name, exercises)
+        root = baseline_course(course, name, exercises, args.cell_timeout)
         baseline = subs[:args.baseline_n]
         for student, nb in baseline:  # the same notebooks: nbgrader restores its own test cells by grade id
             folder = root / "submitted" / student / name
@@ -135,8 +137,10 @@ def bench_chapter(chapter: str, args) -> None:
         rate = len(baseline) / seconds * 60
         print(f"  nbgrader autograde (stock, in-kernel): {seconds:6.1f} s for {len(baseline)} "
               f"({seconds / len(baseline):5.1f} s each) -> {rate:6.1f} submissions/min")
+        same = "" if len(baseline) == len(subs) else f" (nbgrader on the first {len(baseline)} only)"
         for workers, ours in rates.items():
-            print(f"  ours with {workers} sandbox{'es' if workers > 1 else ''} / nbgrader, end to end: {ours / rate:5.1f}x")
+            print(f"  ours with {workers} sandbox{'es' if workers > 1 else ''} / nbgrader, end to end: "
+                  f"{ours / rate:5.1f}x{same}")
         shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(course, ignore_errors=True)
 
@@ -145,9 +149,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapters", nargs="+", default=["00"])
     parser.add_argument("--n", type=int, default=12, help="synthetic submissions per chapter")
-    parser.add_argument("--baseline-n", type=int, default=3, help="of those, how many nbgrader grades (0: none)")
+    parser.add_argument("--baseline-n", type=int, help="of those, how many nbgrader grades (default: all; 0: none)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cell-timeout", type=int, default=30,
+                        help="a cell's limit at autograde (the course build measures it; 30 s is its floor)")
     args = parser.parse_args()
+    args.baseline_n = args.n if args.baseline_n is None else args.baseline_n
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} cores, load average {load:.1f} at start")
     for chapter in args.chapters:

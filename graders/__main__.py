@@ -85,6 +85,9 @@ def _autograde(args: argparse.Namespace) -> int:
     except (FileNotFoundError, KeyError, SandboxUnavailable) as err:
         print(err, file=sys.stderr)
         return 2
+    except RuntimeError as err:  # some submissions could not be recorded; the others were
+        print(err, file=sys.stderr)
+        return 1
     for student, by_exercise in results.items():
         points = sum(r.passed for r in by_exercise.values())
         print(f"{student:24s} {points}/{len(by_exercise)}  " + " ".join(

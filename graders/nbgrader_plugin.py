@@ -168,9 +168,14 @@ def autograde_class(root: Path, assignment: str, students: Sequence[str] = (), w
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     config.CourseDirectory.root = str(root)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-    for student, by_exercise in results.items():
+    unrecorded = []
+    for student, by_exercise in results.items():  # one submission nbgrader cannot read must not stop the rest
         PRECOMPUTED[(student, found[student].stem)] = by_exercise
         outcome = api.autograde(assignment, student, force=True, create=True)
+        PRECOMPUTED.pop((student, found[student].stem), None)
         if not outcome.get("success"):
-            raise RuntimeError(f"nbgrader could not record {student}'s grades:\n{outcome.get('error') or outcome.get('log')}")
+            unrecorded.append(f"{student}: {(outcome.get('error') or outcome.get('log') or '').strip()[-800:]}")
+    if unrecorded:
+        raise RuntimeError("nbgrader could not record these submissions (the others are recorded):\n"
+                           + "\n".join(unrecorded))
     return results
