@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import nbformat
 
+from circuitlab.saved_results import CHECK_CALL
 from graders import calls, wire
 from graders.calls import Outcome
 from graders.declare import Exercise
@@ -47,15 +48,21 @@ GRACE = 10.0
 CPU_SECONDS = 3600  # per process of a job; the wall-clock limits stop real endless loops long before
 
 
-def code_cells(nb: nbformat.NotebookNode) -> list[tuple[int, str]]:
-    """The cells a worker runs: every code cell but the graded test cells (the grader
-    decides what those check; a student's copy of one counts for nothing)."""
-    out = []
+def job(nb: nbformat.NotebookNode) -> dict:
+    """What a worker gets of a notebook: every code cell but the test cells (the grader
+    decides what those check; a student's copy of one counts for nothing), and where each
+    test cell stands with the exercises it checks (they are graded there)."""
+    cells, checks = [], []
     for index, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") == "code" and not (meta.get("grade") and not meta.get("solution")):
-            out.append((index, str(cell.get("source", ""))))
-    return out
+        source = str(cell.get("source", ""))
+        if (meta.get("grade") and not meta.get("solution")) or "check" in cell.get("metadata", {}).get("tags", []):
+            checks.append([index, CHECK_CALL.findall(source)])
+        else:
+            cells.append([index, source])
+    return {"cells": cells, "checks": checks}
 
 
 def plan_directory() -> Path:
@@ -143,8 +150,8 @@ class Autograder:
     def grade_notebooks(self, notebooks: Sequence[nbformat.NotebookNode],
                         progress: Optional[Callable[[int], None]] = None) -> list[dict[str, Result]]:
         """Each notebook's results, by exercise, in the notebooks' order."""
-        jobs = [wire.dumps({"cells": [list(c) for c in code_cells(nb)]}) for nb in notebooks]
-        timeouts = [self.job_timeout(len(code_cells(nb))) for nb in notebooks]
+        jobs = [wire.dumps(job(nb)) for nb in notebooks]
+        timeouts = [self.job_timeout(len(job(nb)["cells"])) for nb in notebooks]
         replies = self._runner.run(jobs, timeouts, progress)
         decoded = [self._decode(reply) for reply in replies]
         self.cell_seconds = [seconds for _, seconds, _ in decoded]  # per notebook, for the course build's timeout
@@ -167,8 +174,7 @@ class Autograder:
     def answers(self, nb: nbformat.NotebookNode) -> tuple[str, Any]:
         """What the worker sent back for one notebook, decoded but not judged (the sandbox's
         outcome kind, and the answers): for tests and for looking into a strange verdict."""
-        job = wire.dumps({"cells": [list(c) for c in code_cells(nb)]})
-        kind, answer, message = self._runner.run([job], [self.job_timeout(len(code_cells(nb)))])[0]
+        kind, answer, message = self._runner.run([wire.dumps(job(nb))], [self.job_timeout(len(job(nb)["cells"]))])[0]
         return kind, (wire.loads(answer) if kind == "ok" else message)
 
     def judge(self, answers: dict, problem: str) -> dict[str, Result]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -159,12 +160,15 @@ def autograde_class(root: Path, assignment: str, students: Sequence[str] = (), w
     from graders.autograde import Autograder
 
     log(f"preparing {assignment}: {', '.join(secrets.exercises(assignment))} on hidden cases ...")
+    start = time.perf_counter()
     with Autograder(secrets.exercises(assignment), secrets.seeds(assignment), hide=[root], workers=workers,
                     scheduler=scheduler, cell_timeout=secrets.cell_timeout, log=log) as grader:
         notebooks = [nbformat.read(path, as_version=4) for path in found.values()]
         with tqdm(total=len(notebooks), desc=f"grading {assignment}", unit="submission") as bar:
             graded = grader.grade_notebooks(notebooks, progress=lambda done: bar.update(done - bar.n))
     results = dict(zip(found, graded))
+    log(f"graded {len(found)} submissions in {time.perf_counter() - start:.0f} s; recording them with nbgrader ...")
+    start = time.perf_counter()
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     config.CourseDirectory.root = str(root)
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
@@ -175,6 +179,7 @@ def autograde_class(root: Path, assignment: str, students: Sequence[str] = (), w
         PRECOMPUTED.pop((student, found[student].stem), None)
         if not outcome.get("success"):
             unrecorded.append(f"{student}: {(outcome.get('error') or outcome.get('log') or '').strip()[-800:]}")
+    log(f"recorded in {time.perf_counter() - start:.0f} s")
     if unrecorded:
         raise RuntimeError("nbgrader could not record these submissions (the others are recorded):\n"
                            + "\n".join(unrecorded))

@@ -12,6 +12,9 @@ from graders.worker import preload, reports
 from graders.worker.plan import ExercisePlan
 
 
+TIMED_OUT = 3  # the exit code that says: answered, but a call ran out of time
+
+
 def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
     """Never returns."""
     printed = BoundedOutput()
@@ -37,7 +40,7 @@ def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
         stopped = outcome.kind == "timeout"
         answers[call.key] = encode(outcome)
     reports.send(fd, {"report": "answers", "name": exercise.name, "calls": answers, "printed": printed.note()})
-    os._exit(0)
+    os._exit(TIMED_OUT if stopped else 0)
 
 
 def encode(outcome: Outcome) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The job handler: grades one submission, running no learner code itself.
 
-A job is `graders.wire` data: {"cells": [[index, source], ...]} (the submission's code
-cells, check cells left out by the trusted side). The answer is {"exercises": {name:
+A job is `graders.wire` data: {"cells": [[index, source], ...], "checks": [[index,
+[exercise, ...]], ...]} (the submission's code cells without its test cells, and where each
+test cell stands, with the exercises it checks). The answer is {"exercises": {name:
 {"calls": {key: outcome}, "printed": ...} or {"failed": kind, "message": ...}},
 "cell_errors": {index: message}, "cell_seconds": {index: seconds}}.
 """
@@ -21,13 +22,15 @@ GRACE = 10.0  # seconds past a runner's own limit before the supervisor stops wa
 
 
 def grade(job: bytes) -> bytes:
-    cells = [(int(i), str(source)) for i, source in wire.loads(job)["cells"]]
+    tree = wire.loads(job)
+    cells = [(int(i), str(source)) for i, source in tree["cells"]]
+    checks = {int(i): [str(n) for n in names] for i, names in tree.get("checks", [])}
     skip: set[int] = set()
     exercises: dict[str, dict] = {}
     cell_errors: dict[int, str] = {}
     cell_seconds: dict[str, float] = {}
     for _ in range(len(cells) + len(preload.PLAN.exercises) + 1):
-        if _run_once(cells, skip, exercises, cell_errors, cell_seconds):
+        if _run_once(cells, checks, skip, exercises, cell_errors, cell_seconds):
             break
     for exercise in preload.PLAN.exercises:  # whatever no runner reached
         exercises.setdefault(exercise.name, {"failed": "crashed", "message": "the notebook could not be run this far"})
@@ -35,14 +38,14 @@ def grade(job: bytes) -> bytes:
                        "cell_seconds": cell_seconds})
 
 
-def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict, cell_seconds: dict) -> bool:
+def _run_once(cells, checks, skip: set[int], exercises: dict, cell_errors: dict, cell_seconds: dict) -> bool:
     """One cell runner, from the first cell not skipped; True when it got to the end."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
         os.setpgid(0, 0)  # its own group, with the exercise runners it forks
-        cell_runner.run(cells, skip, set(exercises), write_fd)
+        cell_runner.run(cells, checks, skip, {name: _unfinished(entry) for name, entry in exercises.items()}, write_fd)
     try:
         os.setpgid(pid, pid)  # here too, so the group exists however early it must be killed
     except OSError:
@@ -86,6 +89,14 @@ def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict, cell_se
     if not finished:
         _blame(where, skip, exercises, cell_errors, overran=not reader.closed, too_big=reader.too_big)
     return finished
+
+
+def _unfinished(entry: dict) -> bool:
+    """An exercise whose function did not finish (or crashed) when it was graded."""
+    if "failed" in entry:
+        return entry["failed"] in ("timeout", "crashed")
+    calls = entry.get("calls", {})
+    return isinstance(calls, dict) and any(isinstance(c, dict) and c.get("kind") == "timeout" for c in calls.values())
 
 
 def _limit(where: tuple) -> float:
