@@ -280,12 +280,207 @@ def induction_score(run: Run, gm: GradingModel) -> Property:
                                                       torch.ones(1), "score of head 1")
 
 
+# Chapter 4 -------------------------------------------------------------------------
+
+def _unit(d: int, i: int) -> torch.Tensor:
+    return torch.eye(d)[i]
+
+
+def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a[:, None] * b[None, :]
+
+
+def composition_score(run: Run, gm: GradingModel) -> Property:
+    generator = torch.Generator().manual_seed(3)
+    u, v, w = (torch.randn(6, generator=generator) for _ in range(3))
+    got = run(left=_outer(u, v), right=_outer(v, w))
+    yield "two matrices give one number", _scalar(got)
+    if _scalar(got) is not None:
+        return
+    yield "rank-1 matrices where right reads exactly what left writes score 1", _close(
+        got, torch.tensor(1.0), "score of u v^T and v w^T")
+    e = torch.eye(6)
+    yield "right reading nothing that left writes scores 0", _close(
+        run(left=_outer(u, e[0]), right=_outer(e[1], w)), torch.tensor(0.0), "score of u e0^T and e1 w^T")
+    left, right = torch.randn(6, 6, generator=generator), torch.randn(6, 6, generator=generator)
+    single = run(left=left.clone(), right=right.clone())
+    yield "scaling either matrix changes nothing", _close(
+        run(left=3 * left, right=0.5 * right), single, "score after scaling left by 3 and right by 0.5")
+    yield "any matrix with the identity scores 1/sqrt(d): the identity reads every direction alike", _close(
+        run(left=left.clone(), right=torch.eye(6)), torch.tensor(6 ** -0.5), "score of a random matrix and I")
+    batch_left, batch_right = torch.randn(2, 1, 6, 6, generator=generator), torch.randn(1, 3, 6, 6, generator=generator)
+    batched = run(left=batch_left.clone(), right=batch_right.clone())
+    expected = torch.stack([torch.stack([run(left=batch_left[i, 0].clone(), right=batch_right[0, j].clone())
+                                         for j in range(3)]) for i in range(2)])
+    yield "leading dimensions broadcast: [2, 1, m, m] with [1, 3, m, m] gives [2, 3] single scores", _close(
+        batched, expected, "batched scores")
+
+
+def _handmade_circuits() -> dict[str, torch.Tensor]:
+    """Two senders writing along e0 and e2, and receivers that read e0 or e2 with their
+    keys, queries or values. Row-vector convention, as in the chapter: x @ (u o^T) writes
+    along o; with QK = q k^T, x_q @ QK @ x_k.T reads the query along q and the key along
+    k; x @ (r o^T) reads along r."""
+    e = torch.eye(8)
+    u = torch.arange(1.0, 9.0)
+    return {
+        "sender_ov": torch.stack([_outer(u, e[0]), _outer(u.flip(0), e[2])]),  # write along e0, e2
+        # QK = q k^T: queries read q, keys read k
+        "receiver_qk": torch.stack([_outer(e[5], e[0]), _outer(e[0], e[5]), _outer(e[6], e[2])]),
+        # OV = r o^T: reads along r
+        "receiver_ov": torch.stack([_outer(e[0], e[7]), _outer(e[2], e[7]), _outer(e[4], e[7])]),
+    }
+
+
+def _composition_properties(run: Run, gm: GradingModel, receiver: str, expected: list[list[float]],
+                            story: str) -> Property:
+    circuits = _handmade_circuits()
+    got = run(sender_ov=circuits["sender_ov"].clone(), **{receiver: circuits[receiver].clone()})
+    yield f"hand-made heads: {story}", _close(got, torch.tensor(expected), "[sender, receiver] scores")
+    model = gm.model
+    with torch.no_grad():
+        ov = model.OV[0].AB
+        other = (model.QK if receiver == "receiver_qk" else model.OV)[1].AB
+    scores = run(sender_ov=ov.clone(), **{receiver: other.clone()})
+    shape = (model.cfg.n_heads, model.cfg.n_heads)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != shape:
+        yield "the model's heads: shape [n_heads, n_heads]", (
+            f"returned {getattr(scores, 'shape', type(scores).__name__)}, expected {shape}")
+        return
+    yield "the model's heads: every score between 0 and 1", None if bool(
+        ((scores >= 0) & (scores <= 1 + 1e-5)).all()) else "a composition score outside [0, 1]"
+
+
+def k_composition_scores(run: Run, gm: GradingModel) -> Property:
+    yield from _composition_properties(
+        run, gm, "receiver_qk", [[1, 0, 0], [0, 0, 1]],
+        "a receiver whose keys read what a sender writes scores 1, one whose queries read it 0")
+
+
+def q_composition_scores(run: Run, gm: GradingModel) -> Property:
+    yield from _composition_properties(
+        run, gm, "receiver_qk", [[0, 1, 0], [0, 0, 0]],
+        "a receiver whose queries read what a sender writes scores 1, one whose keys read it 0")
+
+
+def v_composition_scores(run: Run, gm: GradingModel) -> Property:
+    yield from _composition_properties(
+        run, gm, "receiver_ov", [[1, 0, 0], [0, 1, 0]],
+        "a receiver whose values read what a sender writes scores 1, one reading elsewhere 0")
+
+
+def _final_logit_diff(model, prompt, good: str, bad: str) -> torch.Tensor:
+    final = model(prompt)[0, -1]
+    return final[model.to_single_token(good)] - final[model.to_single_token(bad)]
+
+
+def direct_logit_attribution(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    _, cache = model.run_with_cache(CLEAN_PROMPT)
+    got = run(model=model, cache=cache, clean_answer=" Hart", corrupt_answer=" Carroll")
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+        yield f"shape {list(shape)}", f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}"
+        return
+    yield "swapping the answers flips the sign", _close(
+        run(model=model, cache=cache, clean_answer=" Carroll", corrupt_answer=" Hart"), -got, "swapped answers")
+    yield "the same answer twice gives zeros", _close(
+        run(model=model, cache=cache, clean_answer=" Hart", corrupt_answer=" Hart"), torch.zeros(shape), "same answer")
+    direction = model.W_U[:, model.to_single_token(" Hart")] - model.W_U[:, model.to_single_token(" Carroll")]
+    scale = cache["ln_final.hook_scale"][0, -1]
+    layers = torch.stack([(cache[f"blocks.{layer}.hook_attn_out"][0, -1] - model.b_O[layer]) / scale @ direction
+                          for layer in range(model.cfg.n_layers)])
+    yield "a layer's heads add up to its attention output (minus b_O), as the chapter says", _close(
+        got.sum(dim=1), layers, "row sums", atol=1e-3)
+
+
+def path_patch_to_head_input(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    clean, corrupt, good, bad = SHORT
+    baseline = _final_logit_diff(model, clean, good, bad)
+    receiver = (model.cfg.n_layers - 1, 1)
+    for which in ("q", "k", "v"):
+        args = dict(model=model, clean_prompt=clean, corrupt_prompt=clean, clean_answer=good, corrupt_answer=bad,
+                    sender=(0, 0), receiver=receiver, receiver_input=which)
+        got = run(**args)
+        ok = isinstance(got, (float, int)) or (isinstance(got, torch.Tensor) and got.numel() == 1)
+        yield f"{which}: returns one number", None if ok else f"returned {type(got).__name__}, expected a float"
+        if not ok:
+            return
+        yield f"{which}: patching from an identical run gives the clean logit difference", _close(
+            torch.tensor(float(got)), baseline.cpu(), "with corrupt_prompt = clean_prompt", atol=1e-3)
+    args = dict(model=model, clean_prompt=clean, corrupt_prompt=corrupt, sender=(0, 0), receiver=receiver,
+                receiver_input="v")
+    forward, backward = run(**args, clean_answer=good, corrupt_answer=bad), run(**args, clean_answer=bad,
+                                                                                 corrupt_answer=good)
+    yield "swapping the answers flips the sign", _close(torch.tensor(float(backward)), -torch.tensor(float(forward)),
+                                                        "swapped answers", atol=1e-4)
+    answers = dict(clean_answer=good, corrupt_answer=bad)
+    by_input = {which: float(run(**{**args, **answers, "receiver_input": which})) for which in ("q", "k", "v")}
+    yield "q, k and v are three different paths", None if len({round(v, 7) for v in by_input.values()}) == 3 else (
+        f"got {by_input}; is receiver_input read?")
+    other = float(run(**{**args, **answers, "receiver": (receiver[0], 2)}))
+    yield "another receiver head gives another answer", None if abs(other - float(forward)) > 1e-7 else (
+        f"receivers {receiver[0]}.1 and {receiver[0]}.2 gave the same {other:.6g}; is only the receiver head patched?")
+
+
+def positional_embedding_patch(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    clean, _, good, bad = SHORT
+    got = run(model=model, prompt=clean, clean_answer=good, corrupt_answer=bad, embedding_hook="hook_pos_embed")
+    if not (isinstance(got, (float, int)) or (isinstance(got, torch.Tensor) and got.numel() == 1)):
+        yield "returns one number", f"returned {type(got).__name__}, expected a float"
+        return
+    flipped = run(model=model, prompt=clean, clean_answer=bad, corrupt_answer=good, embedding_hook="hook_pos_embed")
+    yield "swapping the answers flips the sign", _close(torch.tensor(float(flipped)), -torch.tensor(float(got)),
+                                                        "swapped answers", atol=1e-4)
+    same = "<|endoftext|>" * 3  # the same token at every position: its mean is itself
+    yield "hook_embed on a prompt of one repeated token changes nothing", _close(
+        torch.tensor(float(run(model=model, prompt=same, clean_answer=good, corrupt_answer=bad,
+                               embedding_hook="hook_embed"))),
+        _final_logit_diff(model, same, good, bad).cpu(), "the repeated-token prompt", atol=1e-3)
+    token = run(model=model, prompt=clean, clean_answer=good, corrupt_answer=bad, embedding_hook="hook_embed")
+    yield "hook_embed and hook_pos_embed patch different things", None if abs(float(token) - float(got)) > 1e-6 else (
+        "both embeddings gave the same answer; is embedding_hook read?")
+
+
+def ablate_heads(run: Run, gm: GradingModel) -> Property:
+    model = gm.model
+    prompts, answers, wrong = ["Alex Hart Alex", "Mary Clark Mary"], [" Hart", " Clark"], [" Clark", " Hart"]
+    heads = [(0, 0), (model.cfg.n_layers - 1, 1)]
+    clean = torch.stack([_final_logit_diff(model, p, a, w) for p, a, w in zip(prompts, answers, wrong)]).mean()
+    got = run(model=model, prompts=prompts, answers=answers, wrong_answers=wrong, heads=[], method="mean")
+    if not (isinstance(got, (float, int)) or (isinstance(got, torch.Tensor) and got.numel() == 1)):
+        yield "returns one number", f"returned {type(got).__name__}, expected a float"
+        return
+    yield "ablating no heads gives the batch's mean logit difference", _close(
+        torch.tensor(float(got)), clean.cpu(), "with heads=[]", atol=1e-3)
+    for method in ("mean", "resample"):
+        same = run(model=model, prompts=prompts[:1] * 3, answers=answers[:1] * 3, wrong_answers=wrong[:1] * 3,
+                   heads=heads, method=method)
+        yield f"{method}: a batch of one prompt three times is its own mean and resample", _close(
+            torch.tensor(float(same)), _final_logit_diff(model, prompts[0], answers[0], wrong[0]).cpu(),
+            "ablating heads over identical prompts", atol=1e-3)
+    ablated = run(model=model, prompts=prompts, answers=answers, wrong_answers=wrong, heads=heads, method="mean")
+    resampled = run(model=model, prompts=prompts, answers=answers, wrong_answers=wrong, heads=heads, method="resample")
+    yield "mean and resample ablation differ", None if abs(float(ablated) - float(resampled)) > 1e-7 else (
+        "both methods gave the same number; is `method` read?")
+    one, other = (run(model=model, prompts=prompts, answers=answers, wrong_answers=wrong, heads=[(0, h)],
+                      method="mean") for h in (0, 1))
+    yield "ablating head 0.0 and head 0.1 differ", None if abs(float(one) - float(other)) > 1e-7 else (
+        "two different heads gave the same number; is only the listed head ablated?")
+    flipped = run(model=model, prompts=prompts, answers=wrong, wrong_answers=answers, heads=heads, method="mean")
+    yield "swapping answers and wrong answers flips the sign", _close(
+        torch.tensor(float(flipped)), -torch.tensor(float(ablated)), "swapped answers", atol=1e-4)
+
+
 PUBLIC_CHECKS: dict[str, Callable[[Run, GradingModel], Property]] = {
     fn.__name__: fn
     for fn in (next_token_prediction, top_tokens_by_unembed_bias, logit_diff, patch_residual_stream,
                residual_patching_sweep, patch_head_output, head_patching_sweep, head_by_position_sweep,
                attention_score, attention_pattern_row, head_z, previous_token_score, duplicate_token_score,
-               induction_score)
+               induction_score, composition_score, k_composition_scores, q_composition_scores, v_composition_scores,
+               direct_logit_attribution, path_patch_to_head_input, positional_embedding_patch, ablate_heads)
 }
 
 
