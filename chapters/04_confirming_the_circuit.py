@@ -97,10 +97,9 @@ print(f"normalised stream = centred stream / ln1.hook_scale, to {(by_hand - norm
 # Circuits" (Elhage et al., 2021) measures it with one number for two matrices: how
 # large their product is compared with the two matrices themselves,
 #
-# $$\text{score}(L, R) = \frac{\lVert L\,R \rVert_F}{\lVert L \rVert_F\,\lVert R \rVert_F},$$
+#     score(L, R) = ‖L @ R‖_F / (‖L‖_F · ‖R‖_F),
 #
-# with the Frobenius norm $\lVert M \rVert_F$ (the square root of the sum of squared
-# entries). It lies between 0 and 1: 0 when `R` reads nothing that `L` writes, 1 when
+# with the Frobenius norm ‖M‖_F (the square root of the sum of squared entries). It lies between 0 and 1: 0 when `R` reads nothing that `L` writes, 1 when
 # both have rank 1 and `R` reads exactly the direction `L` writes. The paper writes
 # matrices acting on column vectors; here `L` acts first on a row vector, then `R`.
 #
@@ -135,8 +134,8 @@ check(composition_score);
 # - **V-composition**: the receiver moves the sender's output on, `(y @ OV_s) @ OV_r`, so
 #   `composition_score(OV_s, OV_r)`.
 #
-# If you have seen the paper's formulas (K: $W_{QK} W_{OV}$, Q: $W_{QK}^T W_{OV}$), they
-# are these with every matrix transposed: the paper's vectors are columns.
+# If you have seen the paper's formulas (K: W_QK W_OV, Q: W_QKᵀ W_OV), they are these
+# with every matrix transposed: the paper's vectors are columns.
 #
 # ### Exercises: `k_composition_scores`, `q_composition_scores`, `v_composition_scores`
 #
@@ -237,7 +236,7 @@ print(f"largest Q-composition into the copying head: {scores['Q'][:, c].max():.3
 # fixed at the value the clean run used (`ln_final.hook_scale` in the cache), the rest
 # is: every term of the sum contributes its own share to the logit difference,
 #
-# $$\text{share of head } h = \frac{z_h W_O[h]}{\text{scale}} \cdot \big(W_U[:, \text{clean}] - W_U[:, \text{corrupt}]\big).$$
+#     share of head h = (z_h @ W_O[h]) / scale · (W_U[:, clean] − W_U[:, corrupt]).
 #
 # (The centring of LayerNorm does nothing here: in compatibility mode every matrix that
 # writes into the stream is centred, so every head's output already has mean 0.) This
@@ -451,7 +450,8 @@ check(ablate_heads);
 # %% [markdown]
 # Faithfulness asks how much of the behaviour the circuit keeps on its own:
 #
-# $$\text{faithfulness} = \frac{F(\text{only the circuit kept}) - F(\text{every head ablated})}{F(\text{nothing ablated}) - F(\text{every head ablated})},$$
+#     faithfulness = (F(only the circuit kept) − F(every head ablated))
+#                    / (F(nothing ablated) − F(every head ablated)),
 #
 # with F the batch's mean logit difference: 1 means the circuit does everything, 0 that
 # it does nothing. The circuit is the heads the course names; the cell then adds the

@@ -63,8 +63,7 @@ def _norms(left: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _reversed_product(left, right):
-    product = (right @ left).norm(dim=(-2, -1))
-    return product / (left.norm(dim=(-2, -1)) * right.norm(dim=(-2, -1)))
+    return ref.composition_score(right, left)
 
 
 def _unnormalised(left, right):
