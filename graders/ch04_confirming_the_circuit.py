@@ -325,7 +325,8 @@ def _ablation_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
         batches = [random_batch(model, rng, 3, SHORT_TEMPLATE), random_batch(model, rng, 4, SHORT_TEMPLATE),
                    random_batch(model, rng, 3, SHORT_TEMPLATE)]
     else:
-        batches = [name_batch(), random_batch(model, rng, 4, rng.choice(TEMPLATES)), random_batch(model, rng, 5, SHORT_TEMPLATE)]
+        batches = [name_batch(), random_batch(model, rng, 4, rng.choice(TEMPLATES)),
+                   random_batch(model, rng, 5, SHORT_TEMPLATE)]
     out = []
     for batch, method in zip(batches, ("mean", "resample", "mean")):
         heads = sorted(rng.sample(every, rng.randint(2, len(every) // 2)))
