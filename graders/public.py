@@ -385,7 +385,8 @@ def direct_logit_attribution(run: Run, gm: GradingModel) -> Property:
     yield "swapping the answers flips the sign", _close(
         run(model=model, cache=cache, clean_answer=" Carroll", corrupt_answer=" Hart"), -got, "swapped answers")
     yield "the same answer twice gives zeros", _close(
-        run(model=model, cache=cache, clean_answer=" Hart", corrupt_answer=" Hart"), torch.zeros(shape), "same answer")
+        run(model=model, cache=cache, clean_answer=" Hart", corrupt_answer=" Hart"), torch.zeros(shape, device=got.device),
+        "same answer")
     direction = model.W_U[:, model.to_single_token(" Hart")] - model.W_U[:, model.to_single_token(" Carroll")]
     scale = cache["ln_final.hook_scale"][0, -1]
     layers = torch.stack([(cache[f"blocks.{layer}.hook_attn_out"][0, -1] - model.b_O[layer]) / scale @ direction
