@@ -62,6 +62,7 @@ class Exercise:
     seed: int = 0
     hint: str = ""  # shown from the second failure in a row; a generic hint when empty
     time_limit_s: Optional[float] = None  # per call; default: see Grader.time_limit
+    grad: bool = False  # the exercise takes gradients: reference, learner and mistakes run with grad enabled
 
 
 @dataclass
@@ -138,10 +139,15 @@ def _learner_frame(tb_frames: list[traceback.FrameSummary], fn: Callable) -> Opt
     return own[-1] if own else None
 
 
-def call_learner(fn: Callable, args: dict[str, Any]) -> Any:
+def grad_mode(enabled: bool):
+    """The autograd mode exercise code runs in: off unless the exercise takes gradients."""
+    return torch.enable_grad() if enabled else torch.no_grad()
+
+
+def call_learner(fn: Callable, args: dict[str, Any], grad: bool = False) -> Any:
     """Call learner code, turning the stub and crashes into readable messages."""
     try:
-        with torch.no_grad():
+        with grad_mode(grad):
             return fn(**args)
     except NotImplementedError as err:
         frames = traceback.extract_tb(err.__traceback__)
@@ -204,7 +210,7 @@ class Grader:
         key = (exercise.name, gm.key, case.label)
         if key not in self._expected:
             start = time.perf_counter()
-            with torch.no_grad():
+            with grad_mode(exercise.grad):
                 answer = exercise.reference(**case.make_args())
             self._expected[key] = (answer, time.perf_counter() - start)
         return self._expected[key]
@@ -228,7 +234,7 @@ class Grader:
             self._mistaken[key] = None
             with Guard(gm.model, self.protected(exercise, gm, case)):
                 try:
-                    self._mistaken[key] = call_learner(exercise.mistakes[index].fn, case.make_args())
+                    self._mistaken[key] = call_learner(exercise.mistakes[index].fn, case.make_args(), exercise.grad)
                 except (LearnerError, NotImplementedYet):
                     pass
         return self._mistaken[key]
@@ -276,7 +282,7 @@ class Grader:
                 error = None
                 with guard:
                     try:
-                        got = call_learner(fn, args)
+                        got = call_learner(fn, args, exercise.grad)
                     except NotImplementedYet:
                         return _not_implemented(exercise)
                     except LearnerError as err:

@@ -280,12 +280,116 @@ def induction_score(run: Run, gm: GradingModel) -> Property:
                                                       torch.ones(1), "score of head 1")
 
 
+# Chapter 5 -------------------------------------------------------------------------
+
+# Exercises that take gradients: the public checks call them with autograd on, as the
+# engine does (Exercise.grad), plus once with it off, as the chapter's notebook does.
+GRAD_CHECKS = frozenset({"attribution_patching_resid", "attribution_patching_heads",
+                         "attribution_patching_head_by_position"})
+
+
+def _requires_grad(model) -> list[bool]:
+    return [p.requires_grad for p in model.parameters()]
+
+
+def _gradient_leftovers(model, before: list[bool]) -> Optional[str]:
+    """What a call left behind on the model's parameters (cleared again, so later checks start clean)."""
+    params = list(model.parameters())
+    with_grad = [p for p in params if p.grad is not None]
+    flipped = [p for p, was in zip(params, before) if p.requires_grad != was]
+    for p in with_grad:
+        p.grad = None
+    for p, was in zip(params, before):
+        p.requires_grad_(was)
+    if with_grad:
+        return (f"{len(with_grad)} parameters have a .grad afterwards: take gradients of the activations with "
+                "torch.autograd.grad (or backward hooks), not with .backward(), which accumulates into the weights")
+    if flipped:
+        return f"changed requires_grad on {len(flipped)} parameters; leave the model's parameters as they were"
+    return None
+
+
+def _attribution_properties(run: Run, gm: GradingModel, shape_of: Callable[[int, int, int], tuple]) -> Property:
+    """What any attribution estimate must satisfy, checked without a reference answer."""
+    model = gm.model
+    clean, corrupt, good, bad = SHORT
+    args = dict(model=model, clean_prompt=clean, corrupt_prompt=corrupt, clean_answer=good, corrupt_answer=bad)
+    before = _requires_grad(model)
+    grad_mode = torch.is_grad_enabled()
+    got = run(**args)
+    yield "leaves no gradient state on the model", _gradient_leftovers(model, before)
+    yield "leaves autograd switched as it was", None if torch.is_grad_enabled() == grad_mode else (
+        "grad mode changed; use `with torch.enable_grad():` inside the function instead of torch.set_grad_enabled")
+    torch.set_grad_enabled(grad_mode)
+    shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(clean).shape[1])
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+        yield f"shape {list(shape)}", f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}"
+        return
+    yield "finite floats", None if torch.is_floating_point(got) and bool(torch.isfinite(got).all()) else (
+        "expected finite floating-point values")
+    final = model(clean)[0, -1]
+    baseline = (final[model.to_single_token(good)] - final[model.to_single_token(bad)]).reshape(1)
+    same = run(**{**args, "corrupt_prompt": clean})
+    yield "an identical corrupt run estimates no change", _close(
+        same, baseline.expand(shape), "with corrupt_prompt = clean_prompt every entry must be the clean logit diff",
+        atol=1e-3)
+    swapped = run(**{**args, "clean_answer": bad, "corrupt_answer": good})
+    yield "swapping the two answers flips the sign", _close(swapped, -got, "estimate with answers swapped", atol=1e-3)
+    try:
+        quiet = run(_grad=False, **args)
+        problem = _close(quiet, got, "with gradients switched off around the call", atol=1e-4)
+    except LearnerError as err:
+        problem = (f"with gradients off around the call, as in the notebook, {err}; switch them on inside your "
+                   "function with `with torch.enable_grad():`")
+    yield "works with autograd switched off around it, as in the notebook", problem
+
+
+def attribution_patching_resid(run: Run, gm: GradingModel) -> Property:
+    yield from _attribution_properties(run, gm, lambda n_layers, n_heads, n_pos: (n_layers + 1, n_pos))
+    model = gm.model
+    clean, corrupt, good, bad = SHORT
+    got = run(model=model, clean_prompt=clean, corrupt_prompt=corrupt, clean_answer=good, corrupt_answer=bad)
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (model.cfg.n_layers + 1, model.to_tokens(clean).shape[1]):
+        return
+    final = model(clean)[0, -1]
+    baseline = (final[model.to_single_token(good)] - final[model.to_single_token(bad)]).reshape(1)
+    same_token = model.to_tokens(clean)[0] == model.to_tokens(corrupt)[0]
+    # Where the tokens agree the embeddings do too, so row 0 changes only where they differ;
+    # after the last block only the final position reaches the logits.
+    yield "row 0 changes only where the prompts' tokens differ", _close(
+        got[0, same_token.to(got.device)].cpu(), baseline.expand(int(same_token.sum())).cpu(),
+        "row 0 at positions where clean and corrupt tokens agree", atol=1e-3)
+    yield "last row: positions before the final one estimate no change", _close(
+        got[-1, :-1].cpu(), baseline.expand(got.shape[1] - 1).cpu(), "entries [-1, :-1]", atol=1e-3)
+
+
+def attribution_patching_heads(run: Run, gm: GradingModel) -> Property:
+    yield from _attribution_properties(run, gm, lambda n_layers, n_heads, n_pos: (n_layers, n_heads))
+
+
+def attribution_patching_head_by_position(run: Run, gm: GradingModel) -> Property:
+    yield from _attribution_properties(run, gm, lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos))
+    model = gm.model
+    clean, corrupt, good, bad = SHORT
+    got = run(model=model, clean_prompt=clean, corrupt_prompt=corrupt, clean_answer=good, corrupt_answer=bad)
+    n_pos = model.to_tokens(clean).shape[1]
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != (model.cfg.n_layers * model.cfg.n_heads, n_pos):
+        return
+    first = int((model.to_tokens(clean)[0] != model.to_tokens(corrupt)[0]).nonzero()[0])
+    final = model(clean)[0, -1]
+    baseline = (final[model.to_single_token(good)] - final[model.to_single_token(bad)]).reshape(1)
+    # Attention is causal: before the first changed token, z is the same in both runs.
+    yield f"no change before the first differing token (position {first})", _close(
+        got[:, :first].cpu(), baseline.expand(got.shape[0], first).cpu(), f"columns 0 to {first - 1}", atol=1e-3)
+
+
 PUBLIC_CHECKS: dict[str, Callable[[Run, GradingModel], Property]] = {
     fn.__name__: fn
     for fn in (next_token_prediction, top_tokens_by_unembed_bias, logit_diff, patch_residual_stream,
                residual_patching_sweep, patch_head_output, head_patching_sweep, head_by_position_sweep,
                attention_score, attention_pattern_row, head_z, previous_token_score, duplicate_token_score,
-               induction_score)
+               induction_score, attribution_patching_resid, attribution_patching_heads,
+               attribution_patching_head_by_position)
 }
 
 
@@ -295,9 +399,9 @@ def public_check(fn: Callable, model=None) -> Result:
         return Result(name, False, 0.0, f"This release has no public check for {name}. {FULL_CHECK_NOTE}")
     models = [GradingModel("yours", model, "your model")] if model is not None else grading_models()
 
-    def run(**args):
+    def run(_grad: Optional[bool] = None, **args):
         try:
-            return call_learner(fn, args)
+            return call_learner(fn, args, name in GRAD_CHECKS if _grad is None else _grad)
         finally:
             for gm in models:
                 gm.model.reset_hooks()
