@@ -293,19 +293,19 @@ def _requires_grad(model) -> list[bool]:
 
 
 def _gradient_leftovers(model, before: list[bool]) -> Optional[str]:
-    """What a call left behind on the model's parameters (cleared again, so later checks start clean)."""
+    """What a call left behind on the model's parameters; cleared and restored again, so
+    later calls and checks start clean."""
     params = list(model.parameters())
-    with_grad = [p for p in params if p.grad is not None]
-    flipped = [p for p, was in zip(params, before) if p.requires_grad != was]
-    for p in with_grad:
-        p.grad = None
+    with_grad = sum(p.grad is not None for p in params)
+    flipped = sum(p.requires_grad != was for p, was in zip(params, before))
     for p, was in zip(params, before):
+        p.grad = None
         p.requires_grad_(was)
     if with_grad:
-        return (f"{len(with_grad)} parameters have a .grad afterwards: take gradients of the activations with "
+        return (f"{with_grad} parameters have a .grad afterwards: take gradients of the activations with "
                 "torch.autograd.grad (or backward hooks), not with .backward(), which accumulates into the weights")
     if flipped:
-        return f"changed requires_grad on {len(flipped)} parameters; leave the model's parameters as they were"
+        return f"changed requires_grad on {flipped} parameters; leave the model's parameters as they were"
     return None
 
 
@@ -314,13 +314,21 @@ def _attribution_properties(run: Run, gm: GradingModel, shape_of: Callable[[int,
     model = gm.model
     clean, corrupt, good, bad = SHORT
     args = dict(model=model, clean_prompt=clean, corrupt_prompt=corrupt, clean_answer=good, corrupt_answer=bad)
-    before = _requires_grad(model)
-    grad_mode = torch.is_grad_enabled()
-    got = run(**args)
-    yield "leaves no gradient state on the model", _gradient_leftovers(model, before)
-    yield "leaves autograd switched as it was", None if torch.is_grad_enabled() == grad_mode else (
-        "grad mode changed; use `with torch.enable_grad():` inside the function instead of torch.set_grad_enabled")
-    torch.set_grad_enabled(grad_mode)
+    before, grad_mode = _requires_grad(model), torch.is_grad_enabled()
+    left: list[str] = []
+
+    def call(**changes):
+        try:
+            return run(**{**args, **changes})
+        finally:
+            if (problem := _gradient_leftovers(model, before)) and not left:
+                left.append(problem)
+            if torch.is_grad_enabled() != grad_mode and not left:
+                left.append("grad mode changed; use `with torch.enable_grad():` inside the function, "
+                            "not torch.set_grad_enabled")
+            torch.set_grad_enabled(grad_mode)
+
+    got = call()
     shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(clean).shape[1])
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
         yield f"shape {list(shape)}", f"returned {getattr(got, 'shape', type(got).__name__)}, expected {shape}"
@@ -329,19 +337,19 @@ def _attribution_properties(run: Run, gm: GradingModel, shape_of: Callable[[int,
         "expected finite floating-point values")
     final = model(clean)[0, -1]
     baseline = (final[model.to_single_token(good)] - final[model.to_single_token(bad)]).reshape(1)
-    same = run(**{**args, "corrupt_prompt": clean})
     yield "an identical corrupt run estimates no change", _close(
-        same, baseline.expand(shape), "with corrupt_prompt = clean_prompt every entry must be the clean logit diff",
-        atol=1e-3)
-    swapped = run(**{**args, "clean_answer": bad, "corrupt_answer": good})
-    yield "swapping the two answers flips the sign", _close(swapped, -got, "estimate with answers swapped", atol=1e-3)
+        call(corrupt_prompt=clean), baseline.expand(shape),
+        "with corrupt_prompt = clean_prompt every entry must be the clean logit diff", atol=1e-3)
+    yield "swapping the two answers flips the sign", _close(
+        call(clean_answer=bad, corrupt_answer=good), -got, "estimate with answers swapped", atol=1e-3)
     try:
-        quiet = run(_grad=False, **args)
-        problem = _close(quiet, got, "with gradients switched off around the call", atol=1e-4)
+        problem = _close(call(_grad=False), got, "with gradients switched off around the call", atol=1e-4)
     except LearnerError as err:
         problem = (f"with gradients off around the call, as in the notebook, {err}; switch them on inside your "
                    "function with `with torch.enable_grad():`")
     yield "works with autograd switched off around it, as in the notebook", problem
+    yield "leaves no gradient state behind (no .grad, requires_grad and grad mode as they were)", (
+        left[0] if left else None)
 
 
 def attribution_patching_resid(run: Run, gm: GradingModel) -> Property:

@@ -320,3 +320,54 @@ def test_guard_names_and_restores_requires_grad(gelu_twin):
         p.requires_grad_(True)
     assert frozen == 0
     assert "requires_grad" in result.feedback and not result.passed
+
+
+# ---------------------------------------------------------------- the public checks (student release)
+
+def learner_without_enable_grad():
+    """The reference's body with `with torch.enable_grad():` turned into a no-op context:
+    it works only when the caller has switched autograd on."""
+    import inspect
+
+    body = inspect.getsource(ref.attribution_patching_heads).replace("torch.enable_grad()", "contextlib.nullcontext()")
+    namespace = {"__name__": "learner", "torch": torch, "Tensor": torch.Tensor}
+    exec(compile("import contextlib\n" + body, "<learner>", "exec"), namespace)
+    return namespace["attribution_patching_heads"]
+
+
+def test_public_checks_pass_a_learner_copy_of_each_reference():
+    import inspect
+
+    from graders.public import public_check
+
+    for name in (RESID, HEADS, HEAD_POS):
+        namespace = {"__name__": "learner", "torch": torch, "Tensor": torch.Tensor}
+        exec(compile(inspect.getsource(getattr(ref, name)), "<learner>", "exec"), namespace)
+        result = public_check(namespace[name])
+        assert result.passed, result.feedback
+        assert "Public checks" in result.feedback
+
+
+def test_public_check_names_grads_left_on_the_weights(gelu_twin):
+    from graders.public import public_check
+
+    result = public_check(learner_function(LEAVES_GRADS))
+    assert not result.passed
+    assert "parameters have a .grad afterwards" in result.feedback and "torch.autograd.grad" in result.feedback
+    assert no_param_grads(gelu_twin)  # and it cleared them
+
+
+def test_forgetting_enable_grad_fails_the_public_check_as_it_fails_in_the_notebook():
+    """The notebook runs with autograd off, so a function must switch it on itself. The
+    public check calls it that way once; the hidden check (Exercise.grad) runs every call
+    with autograd on and cannot see the difference."""
+    from graders.public import public_check
+
+    fn = learner_without_enable_grad()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        with torch.no_grad():
+            fn(load_model("circuitlab-2l"), **CORRUPTIONS["surname"].as_args())
+    result = public_check(fn)
+    assert not result.passed
+    assert "switch them on inside your function with `with torch.enable_grad():`" in result.feedback
+    assert graders.grade(HEADS, fn).passed
