@@ -313,7 +313,8 @@ for key in CORRUPTIONS:
 # A first-order estimate is exact for a function that is linear in the patched
 # activation, and the further the patch moves through non-linear parts, the worse it
 # gets. None of these patches is small: each swaps one name for another. Three places
-# show it most.
+# show it most. (The numbers in the text are circuitlab-2l's; on the tutorial's gelu-2l
+# the heads are 0.2 and 1.6 instead of 0.0 and 1.1.)
 #
 # ### The layer-0 residual stream at the changed token
 #

@@ -14,6 +14,7 @@ course's own solutions/ or graders/ code scores zero.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import traceback
@@ -139,12 +140,15 @@ def _learner_frame(tb_frames: list[traceback.FrameSummary], fn: Callable) -> Opt
     return own[-1] if own else None
 
 
-def grad_mode(enabled: bool):
-    """The autograd mode exercise code runs in: off unless the exercise takes gradients."""
+def grad_mode(enabled: Optional[bool]):
+    """The autograd mode exercise code runs in: off unless the exercise takes gradients;
+    None leaves the caller's mode (and what the call does to it) alone."""
+    if enabled is None:
+        return contextlib.nullcontext()
     return torch.enable_grad() if enabled else torch.no_grad()
 
 
-def call_learner(fn: Callable, args: dict[str, Any], grad: bool = False) -> Any:
+def call_learner(fn: Callable, args: dict[str, Any], grad: Optional[bool] = False) -> Any:
     """Call learner code, turning the stub and crashes into readable messages."""
     try:
         with grad_mode(grad):

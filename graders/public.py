@@ -283,7 +283,8 @@ def induction_score(run: Run, gm: GradingModel) -> Property:
 # Chapter 5 -------------------------------------------------------------------------
 
 # Exercises that take gradients: the public checks call them with autograd on, as the
-# engine does (Exercise.grad), plus once with it off, as the chapter's notebook does.
+# engine does (Exercise.grad), plus once with it off and no context around the call, as
+# the chapter's notebook does.
 GRAD_CHECKS = frozenset({"attribution_patching_resid", "attribution_patching_heads",
                          "attribution_patching_head_by_position"})
 
@@ -315,17 +316,23 @@ def _attribution_properties(run: Run, gm: GradingModel, shape_of: Callable[[int,
     clean, corrupt, good, bad = SHORT
     args = dict(model=model, clean_prompt=clean, corrupt_prompt=corrupt, clean_answer=good, corrupt_answer=bad)
     before, grad_mode = _requires_grad(model), torch.is_grad_enabled()
+    for p in model.parameters():
+        p.grad = None  # whatever ran before this check is not the learner's doing
     left: list[str] = []
 
-    def call(**changes):
+    def call(as_in_notebook: bool = False, **changes):
+        """One call, with autograd on as the full check has it or, `as_in_notebook`, off
+        and with no context around the call, so a function that switches it on is seen."""
+        if as_in_notebook:
+            torch.set_grad_enabled(False)
         try:
-            return run(**{**args, **changes})
+            return run(_ambient=as_in_notebook, **{**args, **changes})
         finally:
             if (problem := _gradient_leftovers(model, before)) and not left:
                 left.append(problem)
-            if torch.is_grad_enabled() != grad_mode and not left:
-                left.append("grad mode changed; use `with torch.enable_grad():` inside the function, "
-                            "not torch.set_grad_enabled")
+            if as_in_notebook and torch.is_grad_enabled() and not left:
+                left.append("left autograd switched on; use `with torch.enable_grad():` inside the function, "
+                            "not torch.set_grad_enabled(True)")
             torch.set_grad_enabled(grad_mode)
 
     got = call()
@@ -343,7 +350,7 @@ def _attribution_properties(run: Run, gm: GradingModel, shape_of: Callable[[int,
     yield "swapping the two answers flips the sign", _close(
         call(clean_answer=bad, corrupt_answer=good), -got, "estimate with answers swapped", atol=1e-3)
     try:
-        problem = _close(call(_grad=False), got, "with gradients switched off around the call", atol=1e-4)
+        problem = _close(call(as_in_notebook=True), got, "with gradients switched off around the call", atol=1e-4)
     except LearnerError as err:
         problem = (f"with gradients off around the call, as in the notebook, {err}; switch them on inside your "
                    "function with `with torch.enable_grad():`")
@@ -407,9 +414,9 @@ def public_check(fn: Callable, model=None) -> Result:
         return Result(name, False, 0.0, f"This release has no public check for {name}. {FULL_CHECK_NOTE}")
     models = [GradingModel("yours", model, "your model")] if model is not None else grading_models()
 
-    def run(_grad: Optional[bool] = None, **args):
-        try:
-            return call_learner(fn, args, name in GRAD_CHECKS if _grad is None else _grad)
+    def run(_ambient: bool = False, **args):
+        try:  # _ambient: no autograd context around the call (chapter 5's "as in the notebook")
+            return call_learner(fn, args, None if _ambient else name in GRAD_CHECKS)
         finally:
             for gm in models:
                 gm.model.reset_hooks()

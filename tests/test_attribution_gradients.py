@@ -281,6 +281,14 @@ def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer
 """
 
 
+SWITCHES_GRAD_ON = """
+def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    # Right numbers, but autograd is switched on for good instead of inside a `with`.
+    torch.set_grad_enabled(True)
+    return reference(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+"""
+
+
 def learner_function(source: str):
     """`source` compiled as a learner's notebook cell, with the reference's body (not the
     course's function: reading course code scores zero) available as `reference`."""
@@ -301,11 +309,13 @@ def test_a_learner_copy_of_the_reference_passes():
 @pytest.mark.xfail(strict=True, reason=(
     "graders.guard.ModelWatch checks parameters by version counter, storage and content sum; "
     "a .grad left on a parameter changes none of them, so the guard neither clears nor names it"))
-def test_guard_names_and_clears_grads_left_on_the_weights(gelu_twin):
-    result = graders.grade(HEADS, learner_function(LEAVES_GRADS))
-    leftover = sum(p.grad is not None for p in gelu_twin.parameters())
-    for p in gelu_twin.parameters():
-        p.grad = None
+def test_guard_names_and_clears_grads_left_on_the_weights(gelu_twin, gpt2_twin):
+    try:
+        result = graders.grade(HEADS, learner_function(LEAVES_GRADS))
+        leftover = sum(p.grad is not None for model in (gelu_twin, gpt2_twin) for p in model.parameters())
+    finally:
+        for p in [*gelu_twin.parameters(), *gpt2_twin.parameters()]:
+            p.grad = None
     assert leftover == 0
     assert ".grad" in result.feedback and not result.passed
 
@@ -313,13 +323,27 @@ def test_guard_names_and_clears_grads_left_on_the_weights(gelu_twin):
 @pytest.mark.xfail(strict=True, reason=(
     "graders.guard.ModelWatch does not record requires_grad; a function that turns it off on "
     "the weights passes, and the model keeps frozen weights for every later call"))
-def test_guard_names_and_restores_requires_grad(gelu_twin):
-    result = graders.grade(HEADS, learner_function(FREEZES_WEIGHTS))
-    frozen = sum(not p.requires_grad for p in gelu_twin.parameters())
-    for p in gelu_twin.parameters():
-        p.requires_grad_(True)
+def test_guard_names_and_restores_requires_grad(gelu_twin, gpt2_twin):
+    try:
+        result = graders.grade(HEADS, learner_function(FREEZES_WEIGHTS))
+        frozen = sum(not p.requires_grad for model in (gelu_twin, gpt2_twin) for p in model.parameters())
+    finally:
+        for p in [*gelu_twin.parameters(), *gpt2_twin.parameters()]:
+            p.requires_grad_(True)
     assert frozen == 0
     assert "requires_grad" in result.feedback and not result.passed
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the engine runs a grad=True exercise inside torch.enable_grad(), whose exit restores the mode: "
+    "a function that calls torch.set_grad_enabled(True) is invisible to the full check (the public "
+    "check sees it, below), and in the notebook it leaves autograd on for every later cell"))
+def test_guard_names_grad_mode_left_switched_on():
+    try:
+        result = graders.grade(HEADS, learner_function(SWITCHES_GRAD_ON))
+    finally:
+        torch.set_grad_enabled(False)
+    assert not result.passed, result.feedback  # today: it passes, and nothing names the switch
 
 
 # ---------------------------------------------------------------- the public checks (student release)
@@ -371,3 +395,15 @@ def test_forgetting_enable_grad_fails_the_public_check_as_it_fails_in_the_notebo
     assert not result.passed
     assert "switch them on inside your function with `with torch.enable_grad():`" in result.feedback
     assert graders.grade(HEADS, fn).passed
+
+
+def test_public_check_names_autograd_left_switched_on():
+    from graders.public import public_check
+
+    try:
+        result = public_check(learner_function(SWITCHES_GRAD_ON))
+    finally:
+        torch.set_grad_enabled(False)
+    assert not result.passed
+    assert "left autograd switched on" in result.feedback
+    assert not torch.is_grad_enabled()
