@@ -84,7 +84,6 @@ print(" | ".join(position_labels(str_tokens)))
 # a hook sees under the name *you* asked for.
 
 # %%
-surname = CORRUPTIONS["surname"]
 hart, carroll = model.to_single_token(" Hart"), model.to_single_token(" Carroll")
 names = ["blocks.0.hook_resid_pre", f"blocks.{n_layers - 1}.attn.hook_z"]
 print(f"weights with requires_grad: {sum(p.requires_grad for p in model.parameters())} "
