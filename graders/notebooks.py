@@ -98,9 +98,8 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "results.jsonl"
         # The kernel inherits these: where check cells record results, and no progress
-        # bars, ours or TransformerLens's tqdm ones (their widgets do not survive into a
-        # saved notebook).
-        with _environment({RESULTS_ENV: str(record), PROGRESS_ENV: "0", "TQDM_DISABLE": "1"}):
+        # bars (their widgets do not survive into a saved notebook).
+        with _environment({RESULTS_ENV: str(record), PROGRESS_ENV: "0"}):
             client = NotebookClient(
                 nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
                 resources={"metadata": {"path": str(workdir)}},
