@@ -35,6 +35,23 @@
 # named heads are enough.
 
 # %%
+# The course's code: the installed circuitlab package or, in a clone opened at chapters/, the clone's.
+import sys
+from pathlib import Path
+
+if (Path.cwd().parent / "circuitlab" / "__init__.py").exists() and str(Path.cwd().parent) not in sys.path:
+    sys.path.append(str(Path.cwd().parent))  # appended: an installed circuitlab still comes first
+try:
+    import circuitlab  # noqa: F401
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"{missing.name} is not installed. In a clone of the course run `make setup` and open the chapters "
+        "with `.venv/bin/jupyter lab chapters/`. Anywhere else (Colab, JupyterHub, a laptop) run "
+        "`%pip install <the circuitlab wheel, sdist or git URL>` in a cell, then restart the kernel; "
+        "the README's 'Install as a package' says which torch to install first."
+    ) from None
+
+# %%
 import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
