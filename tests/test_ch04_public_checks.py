@@ -1,14 +1,16 @@
-"""Chapter 4's public checks (what a student release runs): the reference holds every
-property, and a known wrong answer breaks the property that says why."""
+"""Chapter 4's public properties (what a student release runs): a known wrong answer
+breaks the property that says why. (That the reference holds every property is
+tests/test_exercises.py's test_reference_holds_every_public_property.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from graders.public import public_check
+from graders.engine import Grader
+from graders.hints import Attempts
 from graders.registry import EXERCISES
 
-# exercise -> (description of one known mistake, the property it must break)
+# exercise -> (description of one known mistake, the property it must break first)
 WRONG = {
     "composition_score": ("squared the norms", "any matrix with the identity scores 1/sqrt(d)"),
     "k_composition_scores": ("left the receiver's QK untransposed (that is Q-composition)",
@@ -25,29 +27,21 @@ WRONG = {
 }
 
 
-def _as(fn, name):
-    """`fn` under the exercise's name: the public check finds an exercise by it."""
-    def learner(**args):
-        return fn(**args)
-
-    learner.__name__ = name
-    return learner
+@pytest.fixture(scope="module")
+def grader():
+    return Grader(attempts=Attempts())
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
-def test_reference_holds_every_public_property(name):
-    result = public_check(_as(EXERCISES[name].reference, name))
-    assert result.passed, result.feedback
-    assert result.score == 1.0 and "Public checks" in result.feedback
-
-
-@pytest.mark.parametrize("name", sorted(WRONG))
-def test_a_wrong_answer_breaks_a_property(name):
+def test_a_wrong_answer_breaks_a_property(name, grader):
     description, broken = WRONG[name]
-    mistake = next(m for m in EXERCISES[name].mistakes if m.description == description)
-    result = public_check(_as(mistake.fn, name))
+    exercise = EXERCISES[name]
+    mistake = next(m for m in exercise.mistakes if m.description == description)
+    result = grader.grade(exercise, mistake.fn, "public")
     assert not result.passed and result.score < 1.0
-    assert broken in result.feedback.splitlines()[1], result.feedback
+    failed = [case for case in result.cases if not case.passed]
+    assert broken in failed[0].label, [(case.label, case.message) for case in failed]
+    assert f"First failure ({failed[0].model}, {failed[0].label})" in result.feedback
 
 
 def test_every_chapter_4_exercise_has_a_wrong_answer_here():
