@@ -1,8 +1,10 @@
-"""Checks for chapter 5: attribution patching.
+"""Chapter 5's exercises: attribution patching.
 
-The references take gradients, so these exercises are declared with `grad=True`: the
-engine runs them, the learner's function and the known mistakes with autograd on.
-Every known mistake is computed by one function, `estimate`, with one knob turned.
+The engine runs every call (reference, learner, known mistake) with autograd off, as
+the chapter's notebook does, so each of them switches it on itself, inside the call
+(`with torch.enable_grad():`); the guard undoes and names any gradient state a call
+leaves behind (.grad on the weights, requires_grad, the global grad mode). Every known
+mistake is computed by one function, `estimate`, with one knob turned.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import torch
 from torch import Tensor
 
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
+from graders.ch01_residual_patching import SHORT_PAIR
 from graders.compare import close_tensor
-from graders.engine import Case, Exercise, Mistake
+from graders.declare import MODEL, Case, Exercise, Mistake, Property, answer_module
 from graders.models import GradingModel
-from solutions import ch05_attribution_patching as ref
+from graders.properties import close, shaped
+
+ref = answer_module("solutions.ch05_attribution_patching")  # the references, for mistakes built from them
 
 CHAPTER = "05_attribution_patching"
 
@@ -38,7 +43,7 @@ def attribution_pairs(gm: GradingModel, rng: random.Random) -> list[PatchingCase
 
 def _cases(gm: GradingModel, rng: random.Random) -> list[Case]:
     return [
-        Case(f"{pair.label}: {pair.clean_prompt!r}", lambda pair=pair: {"model": gm.model, **pair.as_args()})
+        Case(f"{pair.label}: {pair.clean_prompt!r}", {"model": MODEL, **pair.as_args()})
         for pair in attribution_pairs(gm, rng)
     ]
 
@@ -56,6 +61,8 @@ def _run_with_gradients(model, tokens: Tensor, names: list[str], good: int, bad:
     saved: dict[str, Tensor] = {}
 
     def save(activations, hook, name):
+        if not activations.requires_grad:  # frozen weights: make it a leaf, as the references do
+            activations = activations.detach().requires_grad_(True)
         saved[name] = activations
         return activations
 
@@ -107,9 +114,13 @@ def _knob(kind: str, **knobs) -> Callable:
     return wrong
 
 
-def _reshaped(reference: Callable, how: Callable[[Tensor, object], Tensor]) -> Callable:
+def _reshaped(reference: str, how: Callable[[Tensor, object], Tensor]) -> Callable:
+    """The reference named `reference`, its answer rearranged by `how` (looked up at call
+    time: declarations load without solutions/)."""
+
     def wrong(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
-        return how(reference(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer), model)
+        answer = getattr(ref, reference)(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+        return how(answer, model)
 
     return wrong
 
@@ -144,6 +155,63 @@ def _common_mistakes(kind: str, axis: str) -> tuple[Mistake, ...]:
     )
 
 
+# --- public properties -------------------------------------------------------------------
+
+def _attribution_properties(shape_of: Callable[[int, int, int], tuple], extra=None):
+    """What any attribution estimate must satisfy, checked without a reference answer;
+    `extra(gm, pair, baseline, shape)` adds an exercise's own properties."""
+
+    def properties(gm: GradingModel) -> list[Property]:
+        model = gm.model
+        pair = SHORT_PAIR  # 4 tokens with BOS: quick on any model
+        shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(pair.clean_prompt).shape[1])
+        baseline = pair.logit_diff(model, pair.clean_prompt)
+        args = {"model": MODEL, **pair.as_args()}
+        same = {**args, "corrupt_prompt": pair.clean_prompt}
+        swapped = {**args, "clean_answer": pair.corrupt_answer, "corrupt_answer": pair.clean_answer}
+        props = [
+            Property(f"shape {list(shape)}, finite floats", (args,), lambda a: shaped(a[0], shape)),
+            Property("an identical corrupt run estimates no change", (same,), lambda a: shaped(a[0], shape) or close(
+                a[0], torch.full(shape, baseline),
+                "with corrupt_prompt = clean_prompt every entry must be the clean logit diff", atol=1e-3)),
+            Property("swapping the two answers flips the sign", (args, swapped), lambda a: shaped(a[0], shape)
+                     or shaped(a[1], shape) or close(a[1], -a[0], "estimate with answers swapped", atol=1e-3)),
+        ]
+        return props + (extra(gm, pair, baseline, shape) if extra else [])
+
+    return properties
+
+
+def _changed(gm: GradingModel, pair: PatchingCase) -> Tensor:
+    """[n_pos] bool: where the pair's clean and corrupt tokens differ."""
+    model = gm.model
+    return (model.to_tokens(pair.clean_prompt)[0] != model.to_tokens(pair.corrupt_prompt)[0]).cpu()
+
+
+def _resid_extra(gm: GradingModel, pair: PatchingCase, baseline: float, shape: tuple) -> list[Property]:
+    same_token = ~_changed(gm, pair)
+    n_pos = shape[1]
+    args = ({"model": MODEL, **pair.as_args()},)
+    # Where the tokens agree the embeddings do too, so row 0 changes only where they differ;
+    # after the last block only the final position reaches the logits.
+    return [
+        Property("row 0 changes only where the prompts' tokens differ", args, lambda a: shaped(a[0], shape) or close(
+            a[0][0].cpu()[same_token], torch.full((int(same_token.sum()),), baseline),
+            "row 0 at positions where clean and corrupt tokens agree", atol=1e-3)),
+        Property("last row: positions before the final one estimate no change", args, lambda a: shaped(
+            a[0], shape) or close(a[0][-1, :-1], torch.full((n_pos - 1,), baseline), "entries [-1, :-1]", atol=1e-3)),
+    ]
+
+
+def _head_by_position_extra(gm: GradingModel, pair: PatchingCase, baseline: float, shape: tuple) -> list[Property]:
+    first = int(_changed(gm, pair).nonzero()[0])
+    args = ({"model": MODEL, **pair.as_args()},)
+    # Attention is causal: before the first changed token, z is the same in both runs.
+    return [Property(f"no change before the first differing token (position {first})", args, lambda a: shaped(
+        a[0], shape) or close(a[0][:, :first], torch.full((shape[0], first), baseline), f"columns 0 to {first - 1}",
+                              atol=1e-3))]
+
+
 COMPARE = close_tensor(atol=1e-3, rtol=1e-3)
 
 EXERCISES = [
@@ -156,17 +224,16 @@ EXERCISES = [
             "((corrupt − clean) * grad)[0].sum(-1), plus the clean logit difference."
         ),
         chapter=CHAPTER,
-        section="'The estimate for the residual stream'",
-        reference=ref.attribution_patching_resid,
+        section="The estimate for the residual stream",
         cases=_cases,
         compare=COMPARE,
-        grad=True,
+        properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers + 1, n_pos), _resid_extra),
         mistakes=_common_mistakes("resid", "d_model") + (
             Mistake("used hook_resid_pre for every row",
                     "Row 0 is blocks.0.hook_resid_pre; row i + 1 is blocks.i.hook_resid_post.", _resid_pre_rows),
             Mistake("returned the result as [position, layer]",
                     "Rows are the n_layers + 1 hook points, columns are positions.",
-                    _reshaped(ref.attribution_patching_resid, lambda r, m: r.T)),
+                    _reshaped("attribution_patching_resid", lambda r, m: r.T)),
         ),
     ),
     Exercise(
@@ -177,14 +244,13 @@ EXERCISES = [
             "number per head; stack the layers into [n_layers, n_heads] and add the clean logit difference."
         ),
         chapter=CHAPTER,
-        section="'The estimate for every head'",
-        reference=ref.attribution_patching_heads,
+        section="The estimate for every head",
         cases=_cases,
         compare=COMPARE,
-        grad=True,
+        properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
         mistakes=_common_mistakes("heads", "d_head") + (
             Mistake("returned the result as [head, layer]", "Rows are layers, columns are heads: [n_layers, n_heads].",
-                    _reshaped(ref.attribution_patching_heads, lambda r, m: r.T)),
+                    _reshaped("attribution_patching_heads", lambda r, m: r.T)),
         ),
     ),
     Exercise(
@@ -195,19 +261,19 @@ EXERCISES = [
             "layer * n_heads + head holds that head."
         ),
         chapter=CHAPTER,
-        section="'The estimate for every head at every position'",
-        reference=ref.attribution_patching_head_by_position,
+        section="The estimate for every head at every position",
         cases=_cases,
         compare=COMPARE,
-        grad=True,
+        properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos),
+                                           _head_by_position_extra),
         mistakes=_common_mistakes("head_by_position", "d_head") + (
             Mistake("ordered the rows head * n_layers + layer",
                     "Row layer * n_heads + head: all heads of layer 0 first, then layer 1, ...",
-                    _reshaped(ref.attribution_patching_head_by_position, lambda r, m: r.reshape(
+                    _reshaped("attribution_patching_head_by_position", lambda r, m: r.reshape(
                         m.cfg.n_layers, m.cfg.n_heads, -1).transpose(0, 1).reshape(r.shape))),
             Mistake("returned the result as [position, layer·head]",
                     "Rows are layer·head (n_layers * n_heads of them), columns are positions.",
-                    _reshaped(ref.attribution_patching_head_by_position, lambda r, m: r.T)),
+                    _reshaped("attribution_patching_head_by_position", lambda r, m: r.T)),
         ),
     ),
 ]
