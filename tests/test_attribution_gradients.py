@@ -20,6 +20,7 @@ from circuitlab import load_model
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.registry import EXERCISES
 from solutions import ch05_attribution_patching as ref
+from tests.honest import readable_reference
 from tests.native_twin import native_gelu_2l
 
 RESID, HEADS, HEAD_POS = ("attribution_patching_resid", "attribution_patching_heads",
@@ -223,7 +224,7 @@ def test_reference_matches_the_demo_recipe_within_the_check_tolerance(which, mod
     for case in cases:
         demo = demo_estimates(model, case)
         for name in (RESID, HEADS, HEAD_POS):
-            ours = EXERCISES[name].reference(model, **case.as_args())
+            ours = EXERCISES[name].reference_fn()(model, **case.as_args())
             assert EXERCISES[name].compare(demo[name], ours) is None, (name, case)
             assert (ours - demo[name]).abs().max() < 1e-4 * max(1.0, ours.abs().max().item())
     assert no_param_grads(model)
@@ -238,7 +239,7 @@ def test_reference_leaves_no_gradient_state(name, ambient, models):
     model = models["native"]
     flags = [p.requires_grad for p in model.parameters()]
     with torch.set_grad_enabled(ambient):
-        EXERCISES[name].reference(model, **CORRUPTIONS["surname"].as_args())
+        EXERCISES[name].reference_fn()(model, **CORRUPTIONS["surname"].as_args())
         assert torch.is_grad_enabled() == ambient
     assert no_param_grads(model)
     assert [p.requires_grad for p in model.parameters()] == flags
@@ -250,11 +251,11 @@ def test_reference_works_with_frozen_weights(name, models):
     the reference then makes its saved activations the leaves."""
     model = models["hf"]
     case = CORRUPTIONS["surname"]
-    expected = EXERCISES[name].reference(model, **case.as_args())
+    expected = EXERCISES[name].reference_fn()(model, **case.as_args())
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        frozen = EXERCISES[name].reference(model, **case.as_args())
+        frozen = EXERCISES[name].reference_fn()(model, **case.as_args())
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -300,53 +301,74 @@ def learner_function(source: str):
     return namespace["attribution_patching_heads"]
 
 
-def test_a_learner_copy_of_the_reference_passes():
-    """So the two tests below fail only for what the guard misses."""
-    result = graders.grade(HEADS, learner_function("attribution_patching_heads = reference\n"))
+MODES = ["full", "public"]
+
+
+def _grade(source: str, mode: str):
+    return graders.grade(HEADS, learner_function(source), mode=mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_learner_copy_of_the_reference_passes(mode):
+    """So the tests below fail only for what the guard misses."""
+    result = _grade("attribution_patching_heads = reference\n", mode)
     assert result.passed, result.feedback
+    assert "Note:" not in result.feedback
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "graders.guard.ModelWatch checks parameters by version counter, storage and content sum; "
-    "a .grad left on a parameter changes none of them, so the guard neither clears nor names it"))
-def test_guard_names_and_clears_grads_left_on_the_weights(gelu_twin, gpt2_twin):
+@pytest.mark.parametrize("name", [RESID, HEADS, HEAD_POS])
+def test_honest_copies_pass_the_public_checks_without_a_note(name):
+    result = graders.grade(name, readable_reference(EXERCISES[name]), mode="public")
+    assert result.passed and result.mode == "public", result.feedback
+    assert "Note:" not in result.feedback
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_guard_names_and_clears_grads_left_on_the_weights(mode, gelu_twin, gpt2_twin):
+    """The right numbers with a .backward() on top: the guard clears every .grad and says
+    so. (A side effect that leaves the inputs and the weights' values alone is named, not
+    failed: the answer is right.)"""
     try:
-        result = graders.grade(HEADS, learner_function(LEAVES_GRADS))
+        result = _grade(LEAVES_GRADS, mode)
         leftover = sum(p.grad is not None for model in (gelu_twin, gpt2_twin) for p in model.parameters())
     finally:
         for p in [*gelu_twin.parameters(), *gpt2_twin.parameters()]:
             p.grad = None
     assert leftover == 0
-    assert ".grad" in result.feedback and not result.passed
+    assert result.passed, result.feedback
+    assert "Note: your function left gradients in .grad of " in result.feedback
+    assert "take gradients of activations, e.g. with torch.autograd.grad, not of weights" in result.feedback
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "graders.guard.ModelWatch does not record requires_grad; a function that turns it off on "
-    "the weights passes, and the model keeps frozen weights for every later call"))
-def test_guard_names_and_restores_requires_grad(gelu_twin, gpt2_twin):
+@pytest.mark.parametrize("mode", MODES)
+def test_guard_names_and_restores_requires_grad(mode, gelu_twin, gpt2_twin):
     try:
-        result = graders.grade(HEADS, learner_function(FREEZES_WEIGHTS))
+        result = _grade(FREEZES_WEIGHTS, mode)
         frozen = sum(not p.requires_grad for model in (gelu_twin, gpt2_twin) for p in model.parameters())
     finally:
         for p in [*gelu_twin.parameters(), *gpt2_twin.parameters()]:
             p.requires_grad_(True)
     assert frozen == 0
-    assert "requires_grad" in result.feedback and not result.passed
+    assert result.passed, result.feedback
+    n_params = len(list(gelu_twin.parameters()))
+    assert f"Note: your function changed requires_grad on {n_params} of the model's parameters" in result.feedback
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the engine runs a grad=True exercise inside torch.enable_grad(), whose exit restores the mode: "
-    "a function that calls torch.set_grad_enabled(True) is invisible to the full check (the public "
-    "check sees it, below), and in the notebook it leaves autograd on for every later cell"))
-def test_guard_names_grad_mode_left_switched_on():
+@pytest.mark.parametrize("mode", MODES)
+def test_guard_names_grad_mode_left_switched_on(mode):
     try:
-        result = graders.grade(HEADS, learner_function(SWITCHES_GRAD_ON))
+        result = _grade(SWITCHES_GRAD_ON, mode)
+        left_on = torch.is_grad_enabled()
     finally:
         torch.set_grad_enabled(False)
-    assert not result.passed, result.feedback  # today: it passes, and nothing names the switch
+    assert not left_on
+    assert result.passed, result.feedback
+    assert "Note: your function switched torch's gradient mode globally (the grader switched it back)" in (
+        result.feedback)
+    assert "`with torch.enable_grad():`" in result.feedback
 
 
-# ---------------------------------------------------------------- the public checks (student release)
+# ---------------------------------------------------------------- autograd off, as in the notebook
 
 def learner_without_enable_grad():
     """The reference's body with `with torch.enable_grad():` turned into a no-op context:
@@ -359,51 +381,17 @@ def learner_without_enable_grad():
     return namespace["attribution_patching_heads"]
 
 
-def test_public_checks_pass_a_learner_copy_of_each_reference():
-    import inspect
-
-    from graders.public import public_check
-
-    for name in (RESID, HEADS, HEAD_POS):
-        namespace = {"__name__": "learner", "torch": torch, "Tensor": torch.Tensor}
-        exec(compile(inspect.getsource(getattr(ref, name)), "<learner>", "exec"), namespace)
-        result = public_check(namespace[name])
-        assert result.passed, result.feedback
-        assert "Public checks" in result.feedback
-
-
-def test_public_check_names_grads_left_on_the_weights(gelu_twin):
-    from graders.public import public_check
-
-    result = public_check(learner_function(LEAVES_GRADS))
-    assert not result.passed
-    assert "parameters have a .grad afterwards" in result.feedback and "torch.autograd.grad" in result.feedback
-    assert no_param_grads(gelu_twin)  # and it cleared them
-
-
-def test_forgetting_enable_grad_fails_the_public_check_as_it_fails_in_the_notebook():
-    """The notebook runs with autograd off, so a function must switch it on itself. The
-    public check calls it that way once; the hidden check (Exercise.grad) runs every call
-    with autograd on and cannot see the difference."""
-    from graders.public import public_check
-
+@pytest.mark.parametrize("mode", MODES)
+def test_forgetting_enable_grad_fails_every_check_as_it_fails_in_the_notebook(mode):
+    """The notebook runs with autograd off, and so does every call the grader makes: a
+    function must switch it on itself. The crash says how."""
     fn = learner_without_enable_grad()
     with pytest.raises(RuntimeError, match="does not require grad"):
         with torch.no_grad():
             fn(load_model("circuitlab-2l"), **CORRUPTIONS["surname"].as_args())
-    result = public_check(fn)
-    assert not result.passed
-    assert "switch them on inside your function with `with torch.enable_grad():`" in result.feedback
-    assert graders.grade(HEADS, fn).passed
-
-
-def test_public_check_names_autograd_left_switched_on():
-    from graders.public import public_check
-
-    try:
-        result = public_check(learner_function(SWITCHES_GRAD_ON))
-    finally:
-        torch.set_grad_enabled(False)
-    assert not result.passed
-    assert "left autograd switched on" in result.feedback
-    assert not torch.is_grad_enabled()
+    with torch.enable_grad():  # the caller's grad mode is not the call's: the grader switches it off
+        result = graders.grade(HEADS, fn, mode=mode)
+    assert not result.passed and result.score == 0.0
+    assert "does not require grad" in result.feedback
+    assert "switch it on inside your function, around the forward pass and the gradient, with " \
+           "`with torch.enable_grad():`" in result.feedback
