@@ -68,7 +68,8 @@ def _course(args: argparse.Namespace) -> int:
                    check=not args.no_check)
     for assignment in course.assignments:
         print(f"source/{assignment.name}/{assignment.name}.ipynb: {', '.join(assignment.exercises)}")
-    print(f"Hidden seeds: {args.outdir}/circuitlab_course.json (keep it out of students' reach)."
+    print(f"Hidden seeds: {args.outdir}/circuitlab_course.json (keep it out of students' reach); "
+          f"a cell may take {course.cell_timeout} s at autograde."
           f"\nNext: cd {args.outdir} && nbgrader generate_assignment {course.assignments[0].name}")
     return 0
 
@@ -91,6 +92,18 @@ def _autograde(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_release(args: argparse.Namespace) -> int:
+    """The course without its answers, for students (see graders.student_release)."""
+    from graders.student_release import build
+
+    try:
+        build(Path(args.outdir), wheel=args.wheel)
+    except FileExistsError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     from circuitlab.course_files import ChaptersNotFound
 
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     course.add_argument("outdir")
     course.add_argument("chapters", nargs="*", help="chapter prefixes such as 00 or 01 (default: all)")
     course.add_argument("--seed", type=int, help="seed for the hidden cases (default: random)")
-    course.add_argument("--cell-timeout", type=int, default=120, help="seconds a notebook cell may take at autograde")
+    course.add_argument("--cell-timeout", type=int,
+                        help="seconds a notebook cell may take at autograde (default: 5x the slowest, measured)")
     course.add_argument("--no-check", action="store_true",
                         help="skip grading the references in the sandbox before writing (a few minutes per chapter)")
     course.set_defaults(run=_course)
@@ -121,6 +135,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
     grade.add_argument("--workers", type=int, help="sandboxes on this machine (default: one per core)")
     grade.add_argument("--scheduler", help="a Dask scheduler address: grade on that cluster instead")
     grade.set_defaults(run=_autograde)
+    student = sub.add_parser("student-release", help="the course without solutions/ and known mistakes, for students")
+    student.add_argument("outdir")
+    student.add_argument("--wheel", action="store_true", help="also build its wheel into OUTDIR/dist")
+    student.set_defaults(run=_student_release)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -20,8 +20,10 @@ costs its cell), never another submission.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -97,7 +99,7 @@ class Autograder:
                 for inputs in check.calls:
                     key = call_key(check.gm, inputs)
                     seen.setdefault(key, Call("/".join(key), check.gm.key, dict(inputs), check.limit))
-            planned.append(ExercisePlan(exercise.name, exercise.grad, tuple(seen.values())))
+            planned.append(ExercisePlan(exercise.name, tuple(seen.values())))
         from circuitlab.loading import default_model
 
         models = tuple((gm.key, gm.weights) for gm in self.grader.models)
@@ -144,7 +146,23 @@ class Autograder:
         jobs = [wire.dumps({"cells": [list(c) for c in code_cells(nb)]}) for nb in notebooks]
         timeouts = [self.job_timeout(len(code_cells(nb))) for nb in notebooks]
         replies = self._runner.run(jobs, timeouts, progress)
-        return [self.judge(reply) for reply in replies]
+        decoded = [self._decode(reply) for reply in replies]
+        self.cell_seconds = [seconds for _, seconds, _ in decoded]  # per notebook, for the course build's timeout
+        return [self.judge(answers, problem) for answers, _, problem in decoded]
+
+    def _decode(self, reply: tuple[str, bytes, str]) -> tuple[dict, dict[int, float], str]:
+        """A worker's reply (untrusted data) as (answers by exercise, seconds per cell, the
+        problem if there is no answer)."""
+        kind, answer, message = reply
+        if kind != "ok":
+            return {}, {}, message or f"the submission could not be run ({kind})"
+        try:
+            device = str(self.grader.models[0].model.cfg.device)
+            tree = wire.loads(answer, model_device=device)
+            seconds = {int(k): float(v) for k, v in tree.get("cell_seconds", {}).items()}
+            return dict(tree.get("exercises", {})), seconds, ""
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return {}, {}, "the grading worker sent an answer that could not be read"
 
     def answers(self, nb: nbformat.NotebookNode) -> tuple[str, Any]:
         """What the worker sent back for one notebook, decoded but not judged (the sandbox's
@@ -153,20 +171,12 @@ class Autograder:
         kind, answer, message = self._runner.run([job], [self.job_timeout(len(code_cells(nb)))])[0]
         return kind, (wire.loads(answer) if kind == "ok" else message)
 
-    def judge(self, reply: tuple[str, bytes, str]) -> dict[str, Result]:
-        """Decode one worker's answers (untrusted data) and judge every exercise."""
-        kind, answer, message = reply
-        answers: dict[str, Any] = {}
-        if kind == "ok":
-            try:
-                device = str(self.grader.models[0].model.cfg.device)
-                answers = wire.loads(answer, model_device=device).get("exercises", {})
-            except (ValueError, KeyError, TypeError, AttributeError):
-                answers, message = {}, "the grading worker sent an answer that could not be read"
+    def judge(self, answers: dict, problem: str) -> dict[str, Result]:
+        """Judge every exercise from one worker's decoded answers."""
         results = {}
         for exercise in self.exercises:
-            entry = answers.get(exercise.name) if isinstance(answers, dict) else None
-            call = _answered(entry, message or f"the submission could not be run ({kind})")
+            entry = answers.get(exercise.name)
+            call = _answered(entry, problem or "no answer came back for this exercise")
             results[exercise.name] = self.grader.verdict(exercise, self._checks[exercise.name], call, "hidden",
                                                          lambda e=entry: _printed(e), escalate=False)
         return results
@@ -252,6 +262,7 @@ def _dask_task(plan_bytes: bytes, sandbox_args: dict[str, Any], job: bytes, time
         _DASK_SANDBOX.clear()
         folder = plan_directory()
         (folder / "plan.bin").write_bytes(plan_bytes)
+        atexit.register(shutil.rmtree, folder, True)
         view = sandbox_args["view"]
         args = {**sandbox_args, "view": dataclasses.replace(view, env={**view.env, PLAN_ENV: str(folder / "plan.bin")})}
         _DASK_SANDBOX[key] = Sandbox(**args)

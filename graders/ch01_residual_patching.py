@@ -6,6 +6,7 @@ import random
 
 import torch
 
+from circuitlab.plotting import residual_labels
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.compare import close_tensor
 from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
@@ -139,7 +140,7 @@ def _resid_pre_rows(model, **args):
 
 def _whole_stream(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
     run, corrupt = fast.prepare(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-    names = fast.residual_names(model.cfg.n_layers)
+    names = residual_labels(model.cfg.n_layers)
     rows = [run.patch_resid(row, corrupt[name][0][None]) for row, name in enumerate(names)]
     return torch.cat(rows)[:, None].expand(len(names), run.n_pos).clone()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import random
 import secrets
 import textwrap
@@ -37,7 +38,9 @@ COURSE_ID = "circuitlab"
 SCHEMA_VERSION = 3  # nbgrader's cell metadata format
 POINTS = 1  # per exercise
 HIDDEN_SEEDS = 2  # seeded case sets per exercise at autograde, none of them the public seed
-CELL_TIMEOUT = 120  # seconds a notebook cell may take at autograde (the worker's limit)
+CELL_TIMEOUT = 120  # seconds a notebook cell may take at autograde, when not measured
+MIN_CELL_TIMEOUT = 30  # measured: five times the slowest cell with the references, at least this
+MEASURING_TIMEOUT = 900
 
 
 @dataclass
@@ -131,22 +134,26 @@ def source_notebook(chapter: Path, rng: random.Random) -> Assignment:
 # ---------------------------------------------------------------- checking the references
 
 
-def verify(assignments: list[Assignment], root: Path, cell_timeout: int, log=print) -> None:
+def verify(assignments: list[Assignment], root: Path, log=print) -> float:
     """Grade each source notebook (references in place) the way autograde will, in the
-    sandbox on the hidden seeds, and require every exercise to pass."""
+    sandbox on the hidden seeds, and require every exercise to pass. Returns the slowest
+    cell's seconds."""
     from graders.autograde import Autograder
 
+    slowest = 0.0
     for assignment in assignments:
         log(f"grading {assignment.name} with the reference solutions, in the sandbox ...")
         start = time.perf_counter()
         with Autograder(assignment.exercises, assignment.seeds, hide=[root], workers=1,
-                        cell_timeout=cell_timeout, log=log) as grader:
+                        cell_timeout=MEASURING_TIMEOUT, log=log) as grader:
             results = grader.grade_notebooks([assignment.notebook])[0]
+            slowest = max([slowest, *grader.cell_seconds[0].values()])
         assignment.seconds = time.perf_counter() - start
         lost = [f"{name}: {r.feedback}" for name, r in results.items() if not r.passed]
         if lost:
             raise RuntimeError(f"{assignment.name}: the reference solutions do not earn full points:\n" + "\n".join(lost))
         log(f"  every exercise passed ({assignment.seconds:.0f} s)")
+    return slowest
 
 
 # ---------------------------------------------------------------- writing
@@ -192,14 +199,17 @@ def write(course: Course) -> None:
 
 
 def build(root: Path, prefixes: tuple[str, ...] = (), seed: Optional[int] = None,
-          cell_timeout: int = CELL_TIMEOUT, check: bool = True, log=print) -> Course:
+          cell_timeout: Optional[int] = None, check: bool = True, log=print) -> Course:
     """Generate the course; with `check` (the default) first require that the references
-    earn full points in the sandbox."""
+    earn full points in the sandbox. `cell_timeout` (seconds a cell may take at autograde)
+    is, unless given, five times the slowest cell that check measured."""
     chapters = select_chapters(prefixes)
     rng = random.Random(secrets.randbits(64) if seed is None else seed)
     assignments = [source_notebook(chapter, rng) for chapter in chapters]
-    course = Course(Path(root).resolve(), assignments, cell_timeout)
-    if check:
-        verify(assignments, course.root, cell_timeout, log)
+    root = Path(root).resolve()
+    slowest = verify(assignments, root, log) if check else None
+    if cell_timeout is None:
+        cell_timeout = CELL_TIMEOUT if slowest is None else max(MIN_CELL_TIMEOUT, math.ceil(5 * slowest))
+    course = Course(root, assignments, cell_timeout)
     write(course)
     return course

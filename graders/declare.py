@@ -74,7 +74,6 @@ class Exercise:
     mistakes: tuple[Mistake, ...] = ()
     # "module:function"; by default the same name in solutions.ch<chapter>.
     reference: Union[str, Callable[..., Any], None] = None
-    grad: bool = False  # the exercise takes gradients: calls run under torch.enable_grad()
     time_limit_s: Optional[float] = None  # per call; default: see Grader.time_limit
 
     def reference_fn(self) -> Callable[..., Any]:

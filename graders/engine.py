@@ -95,7 +95,7 @@ class Grader:
         if key not in self._expected:
             args, _ = self.arguments(gm).build(case.inputs)
             start = time.perf_counter()
-            with _grad_mode(exercise.grad):
+            with torch.no_grad():  # as in the chapters; a reference that takes gradients enables them itself
                 answer = exercise.reference_fn()(**args)
             self._expected[key] = (answer, time.perf_counter() - start)
         return self._expected[key]
@@ -143,7 +143,7 @@ class Grader:
         """One guarded learner call (also used for known mistakes, with `watch` off)."""
         args, shared = self.arguments(gm).build(inputs)
         return guarded_call(fn, args, Guard(gm.model, self.protected(gm, shared), limit,
-                                            self.course if watch else None, printed, exercise.grad))
+                                            self.course if watch else None, printed))
 
     # ------------------------------------------------------------ the loop
 
@@ -280,10 +280,6 @@ class Grader:
 def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> tuple[str, str]:
     """Which call a check's inputs ask for: equal inputs on one model are one call."""
     return gm.key, fingerprint(dict(inputs))
-
-
-def _grad_mode(grad: bool):
-    return torch.enable_grad() if grad else torch.no_grad()
 
 
 def _cells(compare: Callable, got: Any, expected: Any) -> Optional[tuple[int, int]]:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from circuitlab import progress
+from circuitlab.plotting import residual_labels
 
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
@@ -216,16 +217,11 @@ def prepare(model, clean, corrupt, clean_answer: str, corrupt_answer: str):
     return run, corrupt_cache
 
 
-def residual_names(n_layers: int) -> list[str]:
-    """The residual sweep's rows: the stream entering block 0, then leaving each block."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
-
-
 @torch.no_grad()
 def residual_rows(run: CleanRun, corrupt, progress_bar: Optional[bool] = None) -> Tensor:
     """The residual sweep on a prepared pair; see `residual_patching_sweep`."""
     n, diagonal = run.n_pos, torch.arange(run.n_pos, device=run.device)
-    names = residual_names(run.n_layers)
+    names = residual_labels(run.n_layers)  # the sweep's rows, as the runtime names them
     result = torch.empty(len(names), n, device=run.device)
     for row in progress.bar(range(len(names)), "residual sweep", show=progress_bar):
         # Patched run p takes position p from the corrupt run; row r resumes at block r.

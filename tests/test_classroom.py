@@ -51,7 +51,7 @@ def course(tmp_path_factory):
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (make test installs it)")
     root = tmp_path_factory.mktemp("course")
-    built = build(root, ("00",), seed=1234, cell_timeout=60, log=lambda *_: None)  # grades the references first
+    built = build(root, ("00",), seed=1234, log=lambda *_: None)  # grades the references first, timing the cells
     _run(root, "nbgrader", "generate_assignment", ASSIGNMENT, "--force")
     return root, built
 
@@ -77,6 +77,7 @@ def test_source_layout_and_metadata(course):
     tests = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
     assert tests == [f"check({name});" for name in CH00]  # nothing hidden in the notebook: the seeds stay out
     assert built.assignments[0].seconds > 0
+    assert secrets["cell_timeout"] == built.cell_timeout >= 30  # five times the slowest cell measured, at least 30 s
 
 
 def test_release_has_no_reference_code(course):

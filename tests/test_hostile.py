@@ -447,3 +447,21 @@ def test_sweep_credit_is_the_share_of_matching_cells_with_a_heatmap(grader):
     label, diff = result.difference
     assert torch.equal(diff[0], -1.0 - table[0] * 2) and torch.equal(diff[1:], torch.zeros(2, 4))
     assert '<img alt="difference heatmap" src="data:image/png;base64,iVBOR' in result._repr_html_()
+
+
+def test_gradient_state_left_behind_is_restored_and_named(grader):
+    """Chapter 5 takes gradients: a function that switches autograd on globally, freezes a
+    parameter or leaves .grad on the weights has all three undone and named."""
+
+    def top_tokens_by_unembed_bias(model, k):
+        torch.set_grad_enabled(True)
+        next(model.parameters()).requires_grad_(False)
+        model.W_U.sum().backward()
+        return [model.to_string(t) for t in model.b_U.topk(k).indices]
+
+    model = grader.models[0].model
+    result = run(grader, "top_tokens_by_unembed_bias", top_tokens_by_unembed_bias)
+    assert_passed_with_note(result, "switched torch's gradient mode globally", "changed requires_grad on 1 of the model's",
+                            "left gradients in .grad of 1 of the model's parameters")
+    assert not torch.is_grad_enabled()
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())

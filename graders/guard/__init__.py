@@ -45,14 +45,15 @@ class Guard:
         time_limit_s: Optional[float] = None,
         course: Optional[CourseCode] = None,
         output: Optional[BoundedOutput] = None,
-        grad: bool = False,
+        content: bool = True,
     ) -> None:
         self.model = model
         self.protected = protected or Protected()
         self.timer = Timer(time_limit_s)
         self.watch = Watch(course) if course is not None else None
         self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
-        self.grad_mode = torch.enable_grad() if grad else torch.no_grad()
+        self.content = content  # also verify the weights' content after the call (edits through `.data`)
+        self.grad_mode = torch.no_grad()  # learner code runs as in the chapters; it may enable grad inside
         self.notes: list[str] = []
         self.damage: list[str] = []  # the notes about edits to what the call was given (inputs, weights)
         self.timed_out = False
@@ -80,7 +81,7 @@ class Guard:
         sys.stdout, sys.stderr = self._streams
         self.notes += self._state.restore()
         if self.model is not None:
-            self.damage += restore_weights(self.model)
+            self.damage += restore_weights(self.model, self.content)
         self.damage += self.protected.restore()
         self.notes += self.damage
         self.grad_mode.__exit__(None, None, None)

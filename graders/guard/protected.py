@@ -46,9 +46,10 @@ class Snapshot:
     the original values, which `rebuild` recomputes (a cache is rebuilt from its source)
     only when something changed; without `rebuild` the snapshot keeps copies."""
 
-    def __init__(self, value: Any, rebuild: Optional[Callable[[], Any]] = None) -> None:
+    def __init__(self, value: Any, rebuild: Optional[Callable[[], Any]] = None, content: bool = True) -> None:
         self.value = value
         self.rebuild = rebuild
+        self.content = content  # also compare sums (edits through `.data`); off: identity and version only
         seen: dict[int, list[str]] = {}
         self.tensors: list[tuple[list[str], torch.Tensor]] = []  # paths, live
         for path, t in walk_tensors(value, ""):
@@ -65,7 +66,8 @@ class Snapshot:
 
     def _marks(self) -> list[tuple]:
         live = [t for _, t in self.tensors]
-        return [(t._version, storage(t), t.shape, t.dtype, s) for t, s in zip(live, sums(live))]
+        totals = sums(live) if self.content else [None] * len(live)
+        return [(t._version, storage(t), t.shape, t.dtype, s) for t, s in zip(live, totals)]
 
     def _originals(self) -> list[torch.Tensor]:
         if self.copies is not None:

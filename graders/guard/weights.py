@@ -102,11 +102,11 @@ def weights_note(names: list[str]) -> str:
             "an exercise: patching changes activations, through hooks")
 
 
-def restore_weights(model: torch.nn.Module) -> list[str]:
+def restore_weights(model: torch.nn.Module, content: bool = True) -> list[str]:
     """Put back what changed in `model`'s weights: replaced tensors, in-place edits, and
-    edits through `.data`. One sentence for the feedback, or none."""
+    with `content` edits through `.data`. One sentence for the feedback, or none."""
     weights = Weights.of(model)
-    changed = list(dict.fromkeys(weights.touched() + weights.verify()))
+    changed = list(dict.fromkeys(weights.touched() + (weights.verify() if content else [])))
     if not changed:
         return []
     weights.put_back(changed)

@@ -31,6 +31,7 @@ def run(cells: list[tuple[int, str]], skip: set[int], done: set[str], fd: int) -
         reports.send(fd, {"report": "cell", "index": index})
         filename = f"/submission/cell-{index}.py"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        started = time.monotonic()
         try:
             with Timer(preload.PLAN.cell_timeout):
                 exec(compile(source, filename, "exec"), namespace)
@@ -40,6 +41,7 @@ def run(cells: list[tuple[int, str]], skip: set[int], done: set[str], fd: int) -
         except BaseException as err:  # SyntaxError, SystemExit and anything else a cell can raise
             lines = traceback.format_exception_only(type(err), err)
             reports.send(fd, {"report": "cell_error", "index": index, "message": short("".join(lines).strip())})
+        reports.send(fd, {"report": "cell_done", "index": index, "seconds": time.monotonic() - started})
     for exercise in preload.PLAN.exercises:
         if exercise.name in done:
             continue

@@ -24,7 +24,6 @@ class Call:
 @dataclass(frozen=True)
 class ExercisePlan:
     name: str
-    grad: bool
     calls: tuple[Call, ...]
 
     @property
@@ -44,13 +43,13 @@ class Plan:
         return wire.dumps({
             "models": [list(m) for m in self.models], "notebook_model": list(self.notebook_model),
             "cell_timeout": float(self.cell_timeout),
-            "exercises": [[e.name, e.grad, [[c.key, c.model, c.inputs, float(c.limit)] for c in e.calls]]
+            "exercises": [[e.name, [[c.key, c.model, c.inputs, float(c.limit)] for c in e.calls]]
                           for e in self.exercises]})
 
     @classmethod
     def loads(cls, data: bytes) -> "Plan":
         tree = wire.loads(data)
-        exercises = tuple(ExercisePlan(name, bool(grad), tuple(Call(k, m, dict(i), float(t)) for k, m, i, t in calls))
-                          for name, grad, calls in tree["exercises"])
+        exercises = tuple(ExercisePlan(name, tuple(Call(k, m, dict(i), float(t)) for k, m, i, t in calls))
+                          for name, calls in tree["exercises"])
         return cls(tuple(tuple(m) for m in tree["models"]), tuple(tree["notebook_model"]), exercises,
                    float(tree["cell_timeout"]))

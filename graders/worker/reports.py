@@ -3,6 +3,7 @@ on one pipe. Each record is a dict with a "report" kind:
 
 * {"report": "cell", "index": i}: about to run code cell i;
 * {"report": "cell_error", "index": i, "message": ...}: cell i raised (the runner goes on);
+* {"report": "cell_done", "index": i, "seconds": s}: cell i took s seconds;
 * {"report": "exercise", "name": ...}: about to run that exercise's calls;
 * {"report": "call", "name": ..., "limit": seconds}: about to make one of them;
 * {"report": "answers", "name": ..., "calls": {key: outcome}, "printed": note or None};

@@ -3,7 +3,7 @@
 A job is `graders.wire` data: {"cells": [[index, source], ...]} (the submission's code
 cells, check cells left out by the trusted side). The answer is {"exercises": {name:
 {"calls": {key: outcome}, "printed": ...} or {"failed": kind, "message": ...}},
-"cell_errors": {index: message}}.
+"cell_errors": {index: message}, "cell_seconds": {index: seconds}}.
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ def grade(job: bytes) -> bytes:
     skip: set[int] = set()
     exercises: dict[str, dict] = {}
     cell_errors: dict[int, str] = {}
+    cell_seconds: dict[str, float] = {}
     for _ in range(len(cells) + len(preload.PLAN.exercises) + 1):
-        if _run_once(cells, skip, exercises, cell_errors):
+        if _run_once(cells, skip, exercises, cell_errors, cell_seconds):
             break
     for exercise in preload.PLAN.exercises:  # whatever no runner reached
         exercises.setdefault(exercise.name, {"failed": "crashed", "message": "the notebook could not be run this far"})
-    return wire.dumps({"exercises": exercises, "cell_errors": {str(k): v for k, v in cell_errors.items()}})
+    return wire.dumps({"exercises": exercises, "cell_errors": {str(k): v for k, v in cell_errors.items()},
+                       "cell_seconds": cell_seconds})
 
 
-def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict) -> bool:
+def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict, cell_seconds: dict) -> bool:
     """One cell runner, from the first cell not skipped; True when it got to the end."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -60,6 +62,9 @@ def _run_once(cells, skip: set[int], exercises: dict, cell_errors: dict) -> bool
                 where = ("cell", int(report["index"]))
             elif kind == "cell_error":
                 cell_errors[int(report["index"])] = str(report.get("message", ""))[:600]
+            elif kind == "cell_done":
+                cell_seconds[str(int(report["index"]))] = float(report.get("seconds", 0.0))
+                where = ("between", None)
             elif kind == "exercise":
                 where = ("exercise", str(report["name"]))
             elif kind == "call" and where[0] in ("exercise", "call"):

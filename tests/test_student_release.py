@@ -1,0 +1,112 @@
+"""The student distribution holds no answers, and its checks still tell right from wrong:
+built from this checkout, then used from an environment that has the course's libraries
+but no way to reach this checkout's `solutions/`."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from graders.notebooks import REPO
+from graders.registry import EXERCISES
+from graders.student_release import build
+
+PACKAGE_DIRS = ("circuitlab", "graders", "chapters")
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("student") / "release", wheel=True, log=lambda *_: None)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", "", text).replace("'", '"')
+
+
+def distinctive_lines() -> dict[str, str]:
+    """Lines of every reference (all of solutions/) and every known mistake that a student
+    could not find in the chapters: normalised (no spaces, one kind of quote), >= 30 characters
+    (shorter ones are generic: `n_heads = model.cfg.n_heads`)."""
+    public = _norm("".join(p.read_text() for p in (REPO / "chapters").glob("*.py")))
+    found = {}
+    for path in (REPO / "solutions").glob("*.py"):
+        for line in path.read_text().splitlines():
+            found[_norm(line)] = f"{path.name}: {line.strip()}"
+    for exercise in EXERCISES.values():
+        for mistake in exercise.mistakes:
+            for line in inspect.getsource(mistake.fn).splitlines():
+                found[_norm(line)] = f"mistake of {exercise.name}: {line.strip()}"
+    return {norm: where for norm, where in found.items() if len(norm) >= 30 and norm not in public
+            and not norm.startswith(("from", "import", '"""', "def", "#"))}
+
+
+def test_no_line_of_a_reference_or_a_mistake_is_in_it(release):
+    lines = distinctive_lines()
+    assert len(lines) > 150, "too few lines to look for: the test would prove little"
+    wheel = next((release / "dist").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        texts = {n: archive.read(n).decode() for n in names if n.endswith((".py", ".ipynb", ".md", ".json", ".txt"))}
+    assert not [n for n in names if n.startswith("solutions/")]
+    assert any(n.startswith("circuitlab/chapters/00_setup") for n in names)
+    tree = {str(p.relative_to(release)): p.read_text() for d in PACKAGE_DIRS for p in (release / d).rglob("*")
+            if p.is_file() and p.suffix in (".py", ".ipynb", ".md")}
+    leaks = [(file, where) for file, text in {**texts, **tree}.items() for norm, where in lines.items()
+             if norm in _norm(text)]
+    assert leaks == []
+
+
+def test_a_mistake_line_would_be_found():
+    """The leak check can fail: the full package does hold those lines."""
+    lines = distinctive_lines()
+    full = _norm((REPO / "graders" / "ch01_residual_patching.py").read_text())
+    assert any(norm in full for norm, where in lines.items() if where.startswith("mistake of residual_patching_sweep"))
+
+
+def test_right_passes_and_wrong_fails_there(release, tmp_path):
+    """A fresh venv sees the course's libraries (one .pth line to this venv's site-packages,
+    whose own .pth files, the editable install's among them, are not read) and the release."""
+    import site
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    packages = next((venv / "lib").glob("python*/site-packages"))
+    (packages / "libraries.pth").write_text(site.getsitepackages()[0] + "\n")
+    (packages / "release.pth").write_text(str(release) + "\n")
+    script = textwrap.dedent("""
+        import importlib.util, json, torch
+        import graders
+        from graders.registry import EXERCISES
+        def logit_diff(logits, correct_token, wrong_token):
+            return logits[0, -1, correct_token] - logits[0, -1, wrong_token]
+        def wrong(logits, correct_token, wrong_token):
+            return logits[0, -1, wrong_token] - logits[0, -1, correct_token]
+        def stub(logits, correct_token, wrong_token):
+            raise NotImplementedError
+        results = [graders.grade("logit_diff", f) for f in (logit_diff, wrong, stub)]
+        print(json.dumps({
+            "solutions": importlib.util.find_spec("solutions") is not None,
+            "graders_from": graders.__file__,
+            "mistakes": sum(len(e.mistakes) for e in EXERCISES.values()),
+            "public": graders.public_mode(),
+            "passed": [r.passed for r in results], "modes": [r.mode for r in results],
+            "wrong": results[1].feedback, "stub": results[2].feedback}))
+    """)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["solutions"] is False and out["graders_from"].startswith(str(release))
+    assert out["mistakes"] == 0 and out["public"] is True
+    assert out["passed"] == [True, False, False] and out["modes"] == ["public"] * 3
+    assert "must be positive" in out["wrong"]
+    assert out["stub"].startswith("not implemented yet")
