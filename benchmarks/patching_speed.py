@@ -61,6 +61,7 @@ from transformer_lens import patching  # noqa: E402
 from solutions import ch05_attribution_patching as attribution  # noqa: E402
 from solutions import fast_patching as fast  # noqa: E402
 from circuitlab.loading import load_model  # noqa: E402
+from circuitlab.plotting import residual_labels  # noqa: E402
 from circuitlab.prompts import CORRUPTIONS, PatchingCase  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
@@ -182,7 +183,7 @@ def _fast_cells(run, corrupt, sweep: str, cells: pd.DataFrame) -> None:
     for layer, group in cells.groupby("layer"):
         n = len(group)
         if sweep == "residual":  # row `layer` patches the stream entering block `layer`
-            name = fast.residual_names(run.n_layers)[layer]
+            name = residual_labels(run.n_layers)[layer]
             values = run.resid[layer].expand(n, *run.resid[layer].shape).clone()
             pos = torch.tensor(group["pos"].to_numpy())
             values[torch.arange(n), pos] = corrupt[name][0, pos].to(values.dtype)

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from circuitlab.plotting import residual_labels
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.ch01_residual_patching import SHORT_PAIR
 from graders.compare import close_tensor
@@ -52,7 +53,7 @@ def _cases(gm: GradingModel, rng: random.Random) -> list[Case]:
 
 def hook_names(model, kind: str) -> list[str]:
     if kind == "resid":
-        return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
+        return residual_labels(model.cfg.n_layers)
     return [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
 
 

@@ -262,58 +262,11 @@ def test_reference_works_with_frozen_weights(name, models):
     torch.testing.assert_close(frozen, expected, atol=1e-5, rtol=1e-5)
 
 
-LEAVES_GRADS = """
-def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
-    # Right numbers, then a .backward() that leaves a .grad on every weight.
-    result = reference(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-    with torch.enable_grad():
-        logits = model(clean_prompt)
-        good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
-        (logits[0, -1, good] - logits[0, -1, bad]).backward()
-    return result
-"""
-
-FREEZES_WEIGHTS = """
-def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
-    # Right numbers, but requires_grad is left off on every weight.
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return reference(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-"""
-
-
-SWITCHES_GRAD_ON = """
-def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
-    # Right numbers, but autograd is switched on for good instead of inside a `with`.
-    torch.set_grad_enabled(True)
-    return reference(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
-"""
-
-
-def learner_function(source: str):
-    """`source` compiled as a learner's notebook cell, with the reference's body (not the
-    course's function: reading course code scores zero) available as `reference`."""
-    import inspect
-
-    body = inspect.getsource(ref.attribution_patching_heads).replace("def attribution_patching_heads", "def reference")
-    namespace = {"__name__": "learner", "torch": torch, "Tensor": torch.Tensor}
-    exec(compile(body + source, "<learner>", "exec"), namespace)
-    return namespace["attribution_patching_heads"]
-
+# The guard's handling of gradient state a call leaves behind (.grad on the weights,
+# requires_grad, the global grad mode) is tests/test_hostile.py's
+# test_gradient_state_left_behind_is_restored_and_named.
 
 MODES = ["full", "public"]
-
-
-def _grade(source: str, mode: str):
-    return graders.grade(HEADS, learner_function(source), mode=mode)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_a_learner_copy_of_the_reference_passes(mode):
-    """So the tests below fail only for what the guard misses."""
-    result = _grade("attribution_patching_heads = reference\n", mode)
-    assert result.passed, result.feedback
-    assert "Note:" not in result.feedback
 
 
 @pytest.mark.parametrize("name", [RESID, HEADS, HEAD_POS])
@@ -321,51 +274,6 @@ def test_honest_copies_pass_the_public_checks_without_a_note(name):
     result = graders.grade(name, readable_reference(EXERCISES[name]), mode="public")
     assert result.passed and result.mode == "public", result.feedback
     assert "Note:" not in result.feedback
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_guard_names_and_clears_grads_left_on_the_weights(mode, gelu_twin, gpt2_twin):
-    """The right numbers with a .backward() on top: the guard clears every .grad and says
-    so. (A side effect that leaves the inputs and the weights' values alone is named, not
-    failed: the answer is right.)"""
-    try:
-        result = _grade(LEAVES_GRADS, mode)
-        leftover = sum(p.grad is not None for model in (gelu_twin, gpt2_twin) for p in model.parameters())
-    finally:
-        for p in [*gelu_twin.parameters(), *gpt2_twin.parameters()]:
-            p.grad = None
-    assert leftover == 0
-    assert result.passed, result.feedback
-    assert "Note: your function left gradients in .grad of " in result.feedback
-    assert "take gradients of activations, e.g. with torch.autograd.grad, not of weights" in result.feedback
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_guard_names_and_restores_requires_grad(mode, gelu_twin, gpt2_twin):
-    try:
-        result = _grade(FREEZES_WEIGHTS, mode)
-        frozen = sum(not p.requires_grad for model in (gelu_twin, gpt2_twin) for p in model.parameters())
-    finally:
-        for p in [*gelu_twin.parameters(), *gpt2_twin.parameters()]:
-            p.requires_grad_(True)
-    assert frozen == 0
-    assert result.passed, result.feedback
-    n_params = len(list(gelu_twin.parameters()))
-    assert f"Note: your function changed requires_grad on {n_params} of the model's parameters" in result.feedback
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_guard_names_grad_mode_left_switched_on(mode):
-    try:
-        result = _grade(SWITCHES_GRAD_ON, mode)
-        left_on = torch.is_grad_enabled()
-    finally:
-        torch.set_grad_enabled(False)
-    assert not left_on
-    assert result.passed, result.feedback
-    assert "Note: your function switched torch's gradient mode globally (the grader switched it back)" in (
-        result.feedback)
-    assert "`with torch.enable_grad():`" in result.feedback
 
 
 # ---------------------------------------------------------------- autograd off, as in the notebook
