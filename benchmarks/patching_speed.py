@@ -12,6 +12,12 @@ all cells (marked "~"). Then it times every exercise's check: the first check (w
 computes and caches the reference answers), repeated checks (which only run the
 learner's function; an honest copy of the readable reference stands in for the
 learner) and the public checks of the student release.
+
+The attribution section (chapter 5) times, for gpt2-small's shape on the tutorial prompt
+and on a prompt pair of about 100 tokens, each exact sweep (ours and TL's) against its
+attribution estimate (one corrupt forward, one clean forward and backward), and prints
+exact / estimate. Exact sweeps with more cells than --sample-cells (ours) or --tl-cells
+(TL; --tl-cells-long on the long prompt) run a random sample, scaled to all cells ("~").
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each of our sweeps (median)")
     parser.add_argument("--skip-graders", action="store_true", help="only the sweeps")
     parser.add_argument("--skip-sweeps", action="store_true", help="only the checks")
+    parser.add_argument("--skip-attribution", action="store_true", help="no attribution-vs-exact section")
+    parser.add_argument("--long-tokens", type=int, default=100, help="length of the long prompt pair (at least)")
+    parser.add_argument("--sample-cells", type=int, default=300, help="most cells our exact sweep runs per sweep")
+    parser.add_argument("--tl-cells-long", type=int, default=30, help="most cells TL runs per sweep, long prompt")
     return parser.parse_args()
 
 
@@ -48,9 +58,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching  # noqa: E402
 
+from solutions import ch05_attribution_patching as attribution  # noqa: E402
 from solutions import fast_patching as fast  # noqa: E402
 from circuitlab.loading import load_model  # noqa: E402
-from circuitlab.prompts import CORRUPTIONS  # noqa: E402
+from circuitlab.plotting import residual_labels  # noqa: E402
+from circuitlab.prompts import CORRUPTIONS, PatchingCase  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 torch.set_grad_enabled(False)
@@ -139,6 +151,94 @@ def _sweep_line(r: dict) -> str:
             f"{r['ratio']:5.1f}× faster  max |diff| {r['max_diff']:.1e}")
 
 
+# -- chapter 5: attribution estimates against exact sweeps -----------------------------
+
+ESTIMATES = {  # sweep: (attribution estimate, its TL activation, setter, index axes)
+    "residual": (attribution.attribution_patching_resid, "resid_pre", patching.layer_pos_patch_setter,
+                 ("layer", "pos")),
+    "head": (attribution.attribution_patching_heads, "z", patching.layer_head_vector_patch_setter,
+             ("layer", "head")),
+    "head × position": (attribution.attribution_patching_head_by_position, "z",
+                        patching.layer_pos_head_vector_patch_setter, ("layer", "pos", "head")),
+}
+FILLER = ["It was a sunny day.", "The train was late again.", "Everyone was happy.",
+          "We talked for a long time.", "Then it started to rain."]
+
+
+def long_case(model, n_tokens: int) -> PatchingCase:
+    """The tutorial's surname corruption with filler sentences between the introduction
+    and the query, until the prompt has at least `n_tokens` tokens."""
+    middle: list[str] = []
+    while True:
+        text = " ".join(middle)
+        case = PatchingCase(f"surname, {n_tokens}+ tokens", f"Her name was Alex Hart. {text} Tomorrow at lunch time Alex",
+                            f"Her name was Alex Carroll. {text} Tomorrow at lunch time Alex", " Hart", " Carroll")
+        if model.to_tokens(case.clean_prompt).shape[1] >= n_tokens:
+            return case
+        middle.append(FILLER[len(middle) % len(FILLER)])
+
+
+def _fast_cells(run, corrupt, sweep: str, cells: pd.DataFrame) -> None:
+    """Our exact sweep on the given cells only (layer, pos[, head]); for timing."""
+    for layer, group in cells.groupby("layer"):
+        n = len(group)
+        if sweep == "residual":  # row `layer` patches the stream entering block `layer`
+            name = residual_labels(run.n_layers)[layer]
+            values = run.resid[layer].expand(n, *run.resid[layer].shape).clone()
+            pos = torch.tensor(group["pos"].to_numpy())
+            values[torch.arange(n), pos] = corrupt[name][0, pos].to(values.dtype)
+            run.patch_resid(layer, values)
+            continue
+        source = corrupt[f"blocks.{layer}.attn.hook_z"][0]
+        values = run.z[layer].expand(n, *run.z[layer].shape).clone()
+        head = torch.tensor(group["head"].to_numpy())
+        if sweep == "head":
+            values[torch.arange(n), :, head] = source[:, head].transpose(0, 1).to(values.dtype)
+        else:
+            pos = torch.tensor(group["pos"].to_numpy())
+            values[torch.arange(n), pos, head] = source[pos, head].to(values.dtype)
+        run.patch_z(layer, values)
+
+
+def bench_attribution(name: str = "gpt2-small") -> list[dict]:
+    model = load_model(name, weights="random", device="cpu")
+    print(f"\nAttribution estimates against exact sweeps, {name} shape (random weights). "
+          "exact / estimate is how many times longer the exact sweep takes.")
+    rows = []
+    for case, tl_limit in ((CORRUPTIONS["surname"], ARGS.tl_cells), (long_case(model, ARGS.long_tokens), ARGS.tl_cells_long)):
+        tokens = model.to_tokens(case.clean_prompt)
+        n_pos = tokens.shape[1]
+        good, bad = model.to_single_token(case.clean_answer), model.to_single_token(case.corrupt_answer)
+        _, corrupt_cache = model.run_with_cache(case.corrupt_prompt)
+        forward, _ = _seconds(lambda: model(tokens), repeats=3)
+        run, corrupt = fast.prepare(model, case.clean_prompt, case.corrupt_prompt, case.clean_answer, case.corrupt_answer)
+        for sweep, (estimate_fn, act, setter, axes) in ESTIMATES.items():
+            every = _tl_cells(model, n_pos, axes)
+            total = len(every)
+            estimate_s, _ = _seconds(lambda: estimate_fn(model, **case.as_args()), repeats=ARGS.repeats)
+            ours_cells = every if total <= ARGS.sample_cells else every.sample(ARGS.sample_cells, random_state=0)
+            ours_s, _ = _seconds(lambda: _fast_cells(run, corrupt, sweep, ours_cells))
+            ours_s *= total / len(ours_cells)
+            tl_cells = every if total <= tl_limit else every.sample(tl_limit, random_state=0).reset_index(drop=True)
+            tl_s, _ = _seconds(lambda: patching.generic_activation_patch(
+                model, tokens, corrupt_cache, lambda logits: logits[0, -1, good] - logits[0, -1, bad], setter, act,
+                index_df=tl_cells))
+            tl_s *= total / len(tl_cells)
+            rows.append(dict(model=f"{name} shape", n_pos=n_pos, sweep=sweep, cells=total, estimate_s=estimate_s,
+                             ours_s=ours_s, ours_sampled=len(ours_cells) < total, tl_s=tl_s,
+                             tl_sampled=len(tl_cells) < total, estimate_fwd=estimate_s / forward,
+                             ours_ratio=ours_s / estimate_s, tl_ratio=tl_s / estimate_s))
+            print(_attribution_line(rows[-1]), flush=True)
+    return rows
+
+
+def _attribution_line(r: dict) -> str:
+    ours, tl = ("~" if r["ours_sampled"] else " "), ("~" if r["tl_sampled"] else " ")
+    return (f"{r['n_pos']:4d} tokens  {r['sweep']:16s} {r['cells']:6d} cells  estimate {r['estimate_s']:6.2f} s "
+            f"({r['estimate_fwd']:4.1f} fwd)  ours {ours}{r['ours_s']:8.1f} s  TL {tl}{r['tl_s']:8.1f} s  "
+            f"exact / estimate: ours {r['ours_ratio']:7.1f}×, TL {r['tl_ratio']:8.1f}×")
+
+
 def bench_graders() -> None:
     """Every check as a learner runs it: an honest copy of the readable reference, defined
     outside the course's packages (so the answer-code watch runs too), in full mode (first
@@ -182,6 +282,8 @@ def main() -> None:
     if not ARGS.skip_sweeps:
         for name in ("gelu-2l", "gpt2-small"):
             bench_sweeps(name)
+    if not ARGS.skip_attribution:
+        bench_attribution()
     if not ARGS.skip_graders:
         bench_graders()
 

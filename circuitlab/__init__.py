@@ -3,6 +3,7 @@
 from circuitlab.loading import MODELS, WeightsUnavailableError, load_model, weights_cached
 from circuitlab.notebook import course_model
 from circuitlab.plotting import (
+    composition_figure,
     head_by_position_figure,
     head_labels,
     head_patching_figure,
@@ -15,6 +16,7 @@ from circuitlab.plotting import (
 __all__ = [
     "MODELS",
     "WeightsUnavailableError",
+    "composition_figure",
     "course_model",
     "head_by_position_figure",
     "head_patching_figure",

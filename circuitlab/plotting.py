@@ -101,3 +101,30 @@ def head_by_position_figure(change, case, tokens: Sequence[str], n_heads: int) -
         y_title="layer.head",
         colorbar_label="change in logit difference",
     )
+
+
+def composition_figure(scores: dict, baseline: float, sender_layer: int, receiver_layer: int) -> Figure:
+    """K-, Q- and V-composition scores ([sender head, receiver head] each) side by side,
+    white at the random baseline: red above it, blue below."""
+    panels = {kind: np.asarray(s.detach().cpu(), dtype=float) for kind, s in scores.items()}
+    top = max(max(float(p.max()) for p in panels.values()), 2 * baseline)
+    norm = TwoSlopeNorm(vcenter=baseline, vmin=0.0, vmax=top)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels) + 1.2, 4.0), squeeze=False,
+                             layout="constrained")
+    for i, (ax, (kind, data)) in enumerate(zip(axes[0], panels.items())):
+        n_senders, n_receivers = data.shape
+        image = ax.imshow(data, cmap="RdBu_r", norm=norm)
+        ax.set_xticks(range(n_receivers), labels=[f"{receiver_layer}.{h}" for h in range(n_receivers)])
+        ax.set_yticks(range(n_senders), labels=[f"{sender_layer}.{h}" for h in range(n_senders)])
+        if n_senders * n_receivers <= 64:  # numbers stay readable up to 8 x 8
+            for (row, col), value in np.ndenumerate(data):
+                strong = abs(norm(value) - 0.5) > 0.3  # dark red or dark blue: white text
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if strong else "black")
+        ax.set_xlabel(f"receiver (layer {receiver_layer})")
+        if i == 0:
+            ax.set_ylabel(f"sender (layer {sender_layer})")
+        ax.set_title(f"{kind}-composition")
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"score (white: random baseline {baseline:.3f})")
+    plt.close(fig)
+    return fig

@@ -112,3 +112,45 @@ def short_case(model, rng: random.Random) -> PatchingCase:
         case = _draw_case(rng, SHORT_TEMPLATE, "short {kind} corruption")
         if model.to_tokens(case.clean_prompt).shape == model.to_tokens(case.corrupt_prompt).shape:
             return case
+
+
+@dataclass(frozen=True)
+class NameBatch:
+    """Prompts of one template with different people, for measuring a behaviour on average
+    (ablations). Prompt i's answer is its own surname; its wrong answer is the next
+    prompt's surname, the one a resample ablation from prompt i + 1 pushes towards."""
+
+    label: str
+    prompts: tuple[str, ...]
+    answers: tuple[str, ...]
+    wrong_answers: tuple[str, ...]
+
+    def as_args(self) -> dict[str, list[str]]:
+        return {"prompts": list(self.prompts), "answers": list(self.answers), "wrong_answers": list(self.wrong_answers)}
+
+
+# People whose names and surnames circuitlab-2l was trained on (its model card): the
+# course's offline batch. " Miller" and " Moore" are GPT-2 tokens it never saw.
+BATCH_PAIRS = (("Alex", "Hart"), ("Sarah", "Carroll"), ("John", "Smith"), ("Mary", "Brown"),
+               ("Emma", "Wilson"), ("James", "Taylor"), ("Tom", "Clark"), ("Kate", "Hall"))
+
+
+def name_batch(pairs=BATCH_PAIRS, template: str = TEMPLATE, label: str = "the course's name batch") -> NameBatch:
+    """One prompt per (first name, surname) pair, the first name repeated at the end."""
+    surnames = [f" {last}" for _, last in pairs]
+    return NameBatch(
+        label,
+        tuple(template.format(first=first, last=last, again=first) for first, last in pairs),
+        tuple(surnames),
+        tuple(surnames[1:] + surnames[:1]),
+    )
+
+
+def random_batch(model, rng: random.Random, size: int, template: str) -> NameBatch:
+    """`size` people with distinct first names and distinct surnames, drawn from ``rng``,
+    whose prompts all tokenize to the same length on ``model``."""
+    while True:
+        pairs = list(zip(rng.sample(FIRST_NAMES, size), rng.sample(SURNAMES, size)))
+        batch = name_batch(pairs, template, f"{size} random people in {template!r}")
+        if len({model.to_tokens(prompt).shape[1] for prompt in batch.prompts}) == 1:
+            return batch

@@ -98,9 +98,13 @@ _EXCEPTION_ADVICE = (
                     "blocks.L.attn.hook_z instead, as chapter 2 explains."),
     ("attn_result", "This model has no per-head hook_result (a native bridge, like real gelu-2l's): patch "
                     "blocks.L.attn.hook_z instead, as chapter 2 explains."),
+    ("does not require grad", "The chapters and the grader run with autograd switched off "
+                              "(torch.set_grad_enabled(False)): switch it on inside your function, around the "
+                              "forward pass and the gradient, with `with torch.enable_grad():`."),
 )
 
 
 def exception_advice(message: str) -> Optional[str]:
-    """What to do about an exception a TransformerLens 3 habit raises on TransformerLens 4."""
+    """What to do about an exception a TransformerLens 3 habit (or a gradient taken with
+    autograd off) raises here."""
     return next((advice for needle, advice in _EXCEPTION_ADVICE if needle in message), None)

@@ -4,6 +4,7 @@ first, since a property sees whatever the learner returned."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -27,6 +28,17 @@ def scalar(value: Any) -> Optional[str]:
     if not torch.is_floating_point(value):
         return f"returned dtype {value.dtype}, expected a floating-point tensor"
     return None
+
+
+def number(value: Any) -> Optional[str]:
+    """One number: a Python float or int, or a one-element floating-point tensor."""
+    if type(value) in (int, float):
+        return None if math.isfinite(value) else f"returned {value}, expected a finite number"
+    if type(value) is torch.Tensor and value.numel() == 1 and value.device.type != "meta":
+        if not torch.is_floating_point(value) or not bool(torch.isfinite(value).all()):
+            return "expected one finite floating-point number"
+        return None
+    return f"returned {_describe(value)}, expected a float"
 
 
 def shaped(value: Any, shape: tuple) -> Optional[str]:

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import graders
-from graders.autograde import hidden_check
 from graders.engine import Grader
 from graders.hints import Attempts
 from graders.models import grading_model
@@ -44,8 +43,8 @@ def test_two_fresh_pairs_with_one_label_are_two_cases():
 def test_honest_sweep_passes_the_hidden_check_that_failed_it():
     """The measured failure: seeds 971477687 and 1859167399, an honest copy of the
     reference, "returned shape (3, 14), expected (3, 12)"."""
-    fn = readable_reference(EXERCISES["residual_patching_sweep"])
-    result = hidden_check(fn, seeds=[971477687, 1859167399], timeout=300, namespace={})
+    exercise = EXERCISES["residual_patching_sweep"]
+    result = fresh_grader().grade(exercise, readable_reference(exercise), "hidden", [971477687, 1859167399])
     assert result.passed, result.feedback
     assert result.score == 1.0
 
@@ -247,7 +246,8 @@ def _honest_on_seeds(name: str, n_pairs: int) -> None:
 
 
 CHEAP = ["logit_diff", "previous_token_score", "duplicate_token_score", "induction_score", "patch_head_output",
-         "patch_residual_stream", "attention_score", "attention_pattern_row", "head_z", "top_tokens_by_unembed_bias"]
+         "patch_residual_stream", "attention_score", "attention_pattern_row", "head_z", "top_tokens_by_unembed_bias",
+         "composition_score", "direct_logit_attribution"]
 
 
 @pytest.mark.parametrize("name", sorted(EXERCISES))

@@ -58,3 +58,19 @@ def test_every_course_heatmap_is_labelled(key, gelu_twin):
     _assert_readable(fig, case, [str(h) for h in range(n_heads)], ["layer 0", "layer 1"])
     fig = head_by_position_figure(torch.randn(n_layers * n_heads, n_pos), case, tokens, n_heads)
     _assert_readable(fig, case, positions, [f"{layer}.{h}" for layer in range(n_layers) for h in range(n_heads)])
+
+
+def test_composition_figure_is_white_at_the_baseline():
+    from circuitlab.plotting import composition_figure
+
+    scores = {kind: torch.rand(2, 3) * 0.3 for kind in ("K", "Q", "V")}
+    fig = composition_figure(scores, baseline=0.09, sender_layer=0, receiver_layer=1)
+    panels, cbar_ax = fig.axes[:3], fig.axes[3]
+    assert [ax.get_title() for ax in panels] == ["K-composition", "Q-composition", "V-composition"]
+    for ax, kind in zip(panels, scores):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1.0", "1.1", "1.2"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["0.0", "0.1"]
+        norm = ax.images[0].norm
+        assert norm.vcenter == 0.09 and norm.vmin == 0.0 and norm.vmax >= 0.18  # white = chance, red = above
+        assert [t.get_text() for t in ax.texts][0] == f"{scores[kind][0, 0].item():.2f}"
+    assert "random baseline 0.090" in cbar_ax.get_ylabel()
