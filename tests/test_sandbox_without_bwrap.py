@@ -31,3 +31,17 @@ def test_frames_are_capped_before_their_payload_is_read():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_cache_under_tmp_is_refused_with_where_to_put_it(monkeypatch, tmp_path):
+    """The sandbox mounts an empty /tmp of its own: what the worker needs cannot live there."""
+    from graders.sandbox.project import course_view
+
+    hub = tmp_path / "hf"
+    hub.mkdir()
+    monkeypatch.setenv("HF_HOME", str(hub))
+    assert str(hub.resolve()).startswith("/tmp/")
+    with pytest.raises(SandboxUnavailable, match=f"cannot see {hub.resolve()}, which the grading worker needs: "
+                                                 "put the venv, the course checkout and the model caches outside "
+                                                 "/dev, /proc, /run, /tmp"):
+        course_view()

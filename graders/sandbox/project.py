@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from graders.sandbox.view import View, venv_python
+from graders.sandbox.bwrap import SandboxUnavailable
+from graders.sandbox.view import SYSTEM_MOUNTS, View, venv_python
 
 COURSE_PACKAGES = ("graders", "solutions")
 SOURCE_MARKERS = ("pyproject.toml", "setup.py", ".git")
@@ -26,6 +27,12 @@ def course_view(extra_hidden: list[Path] | tuple[Path, ...] = ()) -> View:
     circuitlab = _package_dir("circuitlab")
     caches = {"HF_HOME": _hf_home(), "CIRCUITLAB_CACHE": _circuitlab_cache()}
     needed = [python.parent.parent, circuitlab, *map(Path, caches.values())]
+    unseen = [p for p in needed if p.exists() and any(p.resolve().is_relative_to(m) for m in SYSTEM_MOUNTS)]
+    if unseen:  # the sandbox mounts its own empty /tmp (and /dev, /proc, /run) over the host's
+        raise SandboxUnavailable(
+            f"the sandbox gives learner code an empty /tmp of its own, so it cannot see {unseen[0]}, which "
+            "the grading worker needs: put the venv, the course checkout and the model caches outside "
+            f"{', '.join(map(str, SYSTEM_MOUNTS))} (for example under /var/tmp or your home directory)")
     expose = [(p, p) for p in needed if p.exists() and _under(p, hidden)]
     pythonpath = [circuitlab.parent] if _under(circuitlab, hidden) else []
     return View(hide=tuple(sorted(hidden)), expose=tuple(expose), pythonpath=tuple(pythonpath),
