@@ -139,11 +139,14 @@ class Grader:
     # ------------------------------------------------------------ learner calls
 
     def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float,
-             watch: bool, printed: BoundedOutput) -> Outcome:
-        """One guarded learner call (also used for known mistakes, with `watch` off)."""
+             watch: bool, printed: BoundedOutput, content: bool = True) -> Outcome:
+        """One guarded learner call (also used for known mistakes, with `watch` off).
+        `content`: also sum every weight after the call, to catch edits through `.data`
+        (most of a call's overhead on gpt2-small; the declared reference and mistakes,
+        the grader's own code, are spared it)."""
         args, shared = self.arguments(gm).build(inputs)
         return guarded_call(fn, args, Guard(gm.model, self.protected(gm, shared), limit,
-                                            self.course if watch else None, printed))
+                                            self.course if watch else None, printed, content))
 
     # ------------------------------------------------------------ the loop
 
@@ -159,9 +162,10 @@ class Grader:
             return reads_course_code(exercise.name, "; ".join(uses), mode)
         checks = self.plan(exercise, mode, seeds)
         printed = BoundedOutput()  # everything the learner's calls print, summarised once
+        content = not self._is_declared(exercise, fn)
 
         def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
-            return self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed)
+            return self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed, content)
 
         return self.verdict(exercise, checks, call, mode, printed.note)
 
@@ -207,12 +211,15 @@ class Grader:
     def _is_answer_code(self, exercise: Exercise, fn: Callable) -> bool:
         """The declared reference or a known mistake (by identity: a decorated reference's
         code lives in the decorator's library), or any function written in the answer code."""
+        return self._is_declared(exercise, fn) or self.course.owns(fn)
+
+    def _is_declared(self, exercise: Exercise, fn: Callable) -> bool:
         declared = [m.fn for m in exercise.mistakes]
         try:
             declared.append(exercise.reference_fn())
         except (RuntimeError, AttributeError):  # a student release: no reference installed
             pass
-        return any(fn is d for d in declared) or self.course.owns(fn)
+        return any(fn is d for d in declared)
 
     def _judge(self, exercise: Exercise, check: Check, outcomes: list[Outcome],
                failures: list[tuple[Check, Any]]) -> CaseResult:
@@ -254,7 +261,7 @@ class Grader:
         key = (index, exercise.case_id(check.gm.key, check.case))
         if key not in self._mistaken:
             outcome = self.call(exercise, exercise.mistakes[index].fn, check.gm, check.case.inputs,
-                                self.MIN_TIME_LIMIT_S * 6, False, BoundedOutput())
+                                self.MIN_TIME_LIMIT_S * 6, False, BoundedOutput(), content=False)
             self._mistaken[key] = outcome.value if outcome.kind == "answer" else None
         return self._mistaken[key]
 
