@@ -91,7 +91,7 @@ def progress_report(workdir: Path, chapters: list[ChapterProgress]) -> str:
             state = status(result)
             counts[state] += 1
             score = f"score {result['score']:.2f}" if result and isinstance(result.get("score"), (int, float)) else ""
-            lines.append(f"  {state:9s}  {name:32s} {score}".rstrip())
+            lines.append(f"  {state:9s}  {name:38s} {score}".rstrip())
     total = sum(counts.values())
     lines.append(f"{counts['passed']} of {total} exercises passed, {counts['failed']} failed, "
                  f"{counts['not tried']} not tried.")

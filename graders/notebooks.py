@@ -131,10 +131,10 @@ def scorecard(title: str, run: ExecutedNotebook) -> tuple[str, bool]:
         entry = run.results.get(name)
         if entry is None:
             all_passed = False
-            lines.append(f"  FAIL  {name:32s} never checked (an earlier cell failed)")
+            lines.append(f"  FAIL  {name:38s} never checked (an earlier cell failed)")
             continue
         all_passed &= entry["passed"]
         mark = "PASS" if entry["passed"] else "FAIL"
         summary = entry["feedback"].splitlines()[0] if entry["feedback"] else ""
-        lines.append(f"  {mark}  {name:32s} score {entry['score']:.2f}  {summary}")
+        lines.append(f"  {mark}  {name:38s} score {entry['score']:.2f}  {summary}")
     return "\n".join(lines), all_passed

@@ -160,7 +160,7 @@ def test_progress_reads_the_last_saved_result_of_each_exercise(tmp_path, capsys)
     assert cli.main(["progress", str(tmp_path)]) == 0
     report = capsys.readouterr().out
     total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
-    assert "  passed     next_token_prediction            score 1.00\n" in report
+    assert f"  passed     {'next_token_prediction':38s} score 1.00\n" in report
     assert "  not tried  top_tokens_by_unembed_bias\n" in report
     assert "  failed     logit_diff                       score 0.50\n" in report
     assert "01_residual_patching  (01_residual_patching.ipynb is not here: `circuitlab start` copies it)" in report

@@ -129,7 +129,7 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
 
     progress = installed.run(installed.venv, ["circuitlab", "progress"], cwd=home).stdout
     total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
-    assert all(f"  passed     {name:32s} score 1.00\n" in progress for name in expected), progress
+    assert all(f"  passed     {name:38s} score 1.00\n" in progress for name in expected), progress
     assert "  not tried  patch_residual_stream\n" in progress
     assert progress.rstrip().endswith(f"{len(expected)} of {total} exercises passed, 0 failed, "
                                       f"{total - len(expected)} not tried.")
