@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Callable
 
@@ -78,6 +79,11 @@ def _patch_properties(gm: GradingModel) -> list[Property]:
     return props
 
 
+# gpt2-small's head x position sweep (576 cells on the short pair) checks the sign flip on
+# gelu-2l only: a learner's third sweep there would take the public check past 10 s.
+MAX_CELLS_FOR_A_THIRD_SWEEP = 500
+
+
 def _sweep_properties(shape_of: Callable[[int, int, int], tuple]) -> Callable[[GradingModel], list[Property]]:
     """What any head sweep must satisfy, checked without a reference answer."""
 
@@ -89,14 +95,17 @@ def _sweep_properties(shape_of: Callable[[int, int, int], tuple]) -> Callable[[G
         baseline = torch.full(shape, case.logit_diff(model, case.clean_prompt))
         same = {**args, "corrupt_prompt": case.clean_prompt}
         swapped = {**args, "clean_answer": case.corrupt_answer, "corrupt_answer": case.clean_answer}
-        return [
+        properties = [
             Property(f"shape {list(shape)}, finite floats", (args,), lambda a: shaped(a[0], shape)),
             Property("patching from an identical run changes nothing", (same,), lambda a: shaped(a[0], shape) or close(
                 a[0], baseline, "with corrupt_prompt = clean_prompt every entry must be the clean logit diff",
                 atol=1e-3)),
-            Property("swapping the two answers flips the sign", (args, swapped), lambda a: shaped(a[0], shape)
-                     or shaped(a[1], shape) or close(a[1], -a[0], "sweep with answers swapped", atol=1e-3)),
         ]
+        if math.prod(shape) <= MAX_CELLS_FOR_A_THIRD_SWEEP:
+            properties.append(Property(
+                "swapping the two answers flips the sign", (args, swapped), lambda a: shaped(a[0], shape)
+                or shaped(a[1], shape) or close(a[1], -a[0], "sweep with answers swapped", atol=1e-3)))
+        return properties
 
     return properties
 
