@@ -61,7 +61,12 @@ class Grader:
     mistakes' answers by content, so a learner's repeated check only pays for the
     learner's own function."""
 
-    MIN_TIME_LIMIT_S = 10.0  # per call: the larger of this and SLOWDOWN x the reference's time
+    # Per learner call: the larger of this and SLOWDOWN x the reference's time. Generous, so
+    # that an honest loop on a loaded machine (a class grading in parallel, CI) still ends
+    # in time: at 10 s an honest sweep was stopped at 19.6 s while the suite shared two cores.
+    MIN_TIME_LIMIT_S = 30.0
+    JUDGE_TIME_LIMIT_S = 10.0  # comparing what a call returned (a learner's value may run its own __eq__)
+    MISTAKE_TIME_LIMIT_S = 60.0  # a known mistake's answer on a failed case, to name the mistake
     SLOWDOWN = 20.0
     PUBLIC_TIME_LIMIT_S = 60.0  # per call where there is no reference to time
 
@@ -243,7 +248,7 @@ class Grader:
     def _safe(self, judge: Callable[[list[Any]], Optional[str]], answers: list[Any]) -> Optional[str]:
         """Judge under a time limit: the learner's values can run their own code (__eq__,
         __repr__, __torch_function__) even though the comparisons check types first."""
-        guard = Guard(None, time_limit_s=self.MIN_TIME_LIMIT_S)
+        guard = Guard(None, time_limit_s=self.JUDGE_TIME_LIMIT_S)
         problem: Optional[str] = "the grader could not compare what your function returned"
         with guard:
             try:
@@ -261,7 +266,7 @@ class Grader:
         key = (index, exercise.case_id(check.gm.key, check.case))
         if key not in self._mistaken:
             outcome = self.call(exercise, exercise.mistakes[index].fn, check.gm, check.case.inputs,
-                                self.MIN_TIME_LIMIT_S * 6, False, BoundedOutput(), content=False)
+                                self.MISTAKE_TIME_LIMIT_S, False, BoundedOutput(), content=False)
             self._mistaken[key] = outcome.value if outcome.kind == "answer" else None
         return self._mistaken[key]
 

@@ -162,7 +162,7 @@ def test_progress_reads_the_last_saved_result_of_each_exercise(tmp_path, capsys)
     total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
     assert f"  passed     {'next_token_prediction':38s} score 1.00\n" in report
     assert "  not tried  top_tokens_by_unembed_bias\n" in report
-    assert "  failed     logit_diff                       score 0.50\n" in report
+    assert f"  failed     {'logit_diff':38s} score 0.50\n" in report
     assert "01_residual_patching  (01_residual_patching.ipynb is not here: `circuitlab start` copies it)" in report
     assert "  not tried  patch_residual_stream\n" in report
     assert report.rstrip().endswith(f"1 of {total} exercises passed, 1 failed, {total - 2} not tried.")

@@ -77,6 +77,7 @@ def gm():
 @pytest.fixture
 def grader(gm, monkeypatch):
     monkeypatch.setattr(Grader, "MIN_TIME_LIMIT_S", 1.5)
+    monkeypatch.setattr(Grader, "JUDGE_TIME_LIMIT_S", 1.5)
     return Grader([gm], attempts=Attempts())
 
 
