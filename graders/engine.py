@@ -162,12 +162,13 @@ class Grader:
     def _grade(self, exercise: Exercise, fn: Callable, mode: str, seeds: Sequence[int]) -> Result:
         """Course code (a reference or a known mistake) is graded as is; any other function
         that reads the answer code scores zero."""
-        trusted = self._is_answer_code(exercise, fn)
+        declared = self._is_declared(exercise, fn)
+        trusted = declared or self.course.owns(fn)
         if not trusted and (uses := self.course.references(fn)):
             return reads_course_code(exercise.name, "; ".join(uses), mode)
         checks = self.plan(exercise, mode, seeds)
         printed = BoundedOutput()  # everything the learner's calls print, summarised once
-        content = not self._is_declared(exercise, fn)
+        content = not declared
 
         def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
             return self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed, content)
@@ -213,12 +214,10 @@ class Grader:
                 result.feedback += "\n" + "\n".join(extra)
         return result
 
-    def _is_answer_code(self, exercise: Exercise, fn: Callable) -> bool:
-        """The declared reference or a known mistake (by identity: a decorated reference's
-        code lives in the decorator's library), or any function written in the answer code."""
-        return self._is_declared(exercise, fn) or self.course.owns(fn)
-
     def _is_declared(self, exercise: Exercise, fn: Callable) -> bool:
+        """The declared reference or a known mistake, by identity (a decorated reference's
+        code lives in the decorator's library). Any other function written in the answer
+        code (`self.course.owns`) is course code too."""
         declared = [m.fn for m in exercise.mistakes]
         try:
             declared.append(exercise.reference_fn())
