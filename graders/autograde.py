@@ -37,6 +37,7 @@ from graders import calls, wire
 from graders.calls import Outcome
 from graders.declare import Exercise
 from graders.engine import Check, Grader, call_key
+from graders.guard.timer import wall_seconds
 from graders.registry import exercise as find
 from graders.results import Result
 from graders.worker import STAGED
@@ -143,7 +144,7 @@ class Autograder:
         """The sandbox's last resort for one submission: every cell once at its limit,
         each restart, and every exercise's deadline (the supervisor stops things sooner)."""
         deadlines = sum(e.deadline for e in self._plan.exercises) + GRACE * len(self._plan.exercises)
-        return (n_cells + 2) * (self.cell_timeout + GRACE) + deadlines
+        return (n_cells + 2) * (wall_seconds(self.cell_timeout) + GRACE) + deadlines
 
     # ------------------------------------------------------------ grading
 

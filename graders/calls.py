@@ -58,7 +58,7 @@ def guarded_call(fn: Callable, args: dict[str, Any], guard) -> Outcome:
         return Outcome("course_code", message=f"runs {guard.course_code}")
     if guard.timed_out:
         return Outcome("timeout", message=(
-            f"stopped after {guard.timer.seconds:.3g} s: look for an endless loop, or a loop over something the "
+            f"{guard.timer.describe()}: look for an endless loop, or a loop over something the "
             "exercise lets you do in one batched call"), notes=notes)
     outcome = Outcome(kind, value) if kind != "raised" else Outcome(kind, message=describe_exception(value, fn))
     outcome.notes, outcome.damage = notes, [f"your function {n}" for n in guard.damage]

@@ -38,7 +38,7 @@ COURSE_ID = "circuitlab"
 SCHEMA_VERSION = 3  # nbgrader's cell metadata format
 POINTS = 1  # per exercise
 HIDDEN_SEEDS = 2  # seeded case sets per exercise at autograde, none of them the public seed
-CELL_TIMEOUT = 120  # seconds a notebook cell may take at autograde, when not measured
+CELL_TIMEOUT = 120  # CPU seconds a notebook cell may use at autograde, when not measured
 MIN_CELL_TIMEOUT = 30  # measured: five times the slowest cell with the references, at least this
 MEASURING_TIMEOUT = 900
 
@@ -201,7 +201,7 @@ def write(course: Course) -> None:
 def build(root: Path, prefixes: tuple[str, ...] = (), seed: Optional[int] = None,
           cell_timeout: Optional[int] = None, check: bool = True, log=print) -> Course:
     """Generate the course; with `check` (the default) first require that the references
-    earn full points in the sandbox. `cell_timeout` (seconds a cell may take at autograde)
+    earn full points in the sandbox. `cell_timeout` (CPU seconds a cell may use at autograde)
     is, unless given, five times the slowest cell that check measured."""
     chapters = select_chapters(prefixes)
     rng = random.Random(secrets.randbits(64) if seed is None else seed)

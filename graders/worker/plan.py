@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graders import wire
+from graders.guard.timer import wall_seconds
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Call:
     key: str  # the call's identity: model key and the inputs' fingerprint
     model: str  # which grading model
     inputs: dict[str, Any]
-    limit: float  # seconds for this call
+    limit: float  # seconds of CPU time for this call (graders.guard.timer)
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ExercisePlan:
     @property
     def deadline(self) -> float:
         """Seconds for all of this exercise's calls, with room for encoding them."""
-        return sum(c.limit for c in self.calls) + 10.0
+        return sum(wall_seconds(c.limit) for c in self.calls) + 10.0
 
 
 @dataclass(frozen=True)

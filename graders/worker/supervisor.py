@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from graders import wire
+from graders.guard.timer import wall_seconds
 from graders.worker import cells as cell_runner
 from graders.worker import preload, reports
 
@@ -103,10 +104,10 @@ def _limit(where: tuple) -> float:
     """How long the runner may stay silent where it is: one call's limit during a call
     (the call's own timer may have been switched off by the learner's code)."""
     if where[0] == "call":
-        return min(where[2], _plan_of(where[1]).deadline) + GRACE
+        return min(wall_seconds(where[2]), _plan_of(where[1]).deadline) + GRACE
     if where[0] == "exercise":
         return _plan_of(where[1]).deadline + GRACE
-    return preload.PLAN.cell_timeout + GRACE
+    return wall_seconds(preload.PLAN.cell_timeout) + GRACE
 
 
 def _plan_of(name: str):
