@@ -46,7 +46,7 @@ from graders.worker.preload import PLAN_ENV
 
 CELL_TIMEOUT = 120.0
 GRACE = 10.0
-CPU_SECONDS = 3600  # per process of a job; the wall-clock limits stop real endless loops long before
+CPU_SECONDS = 3600  # per process of a job (RLIMIT_CPU); the per-call and per-cell limits stop endless loops long before
 
 
 def job(nb: nbformat.NotebookNode) -> dict:
