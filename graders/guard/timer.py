@@ -59,10 +59,11 @@ class Timer:
         self.armed = True
         self.stopped_by = None
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-            for signum, which, seconds in ((signal.SIGPROF, signal.ITIMER_PROF, self.seconds),
-                                           (signal.SIGALRM, signal.ITIMER_REAL, wall_seconds(self.seconds))):
-                self._previous[signum] = signal.signal(signum, self._fire)
-                signal.setitimer(which, seconds, REPEAT_S)
+            for signum, which, seconds, clock in ((signal.SIGPROF, signal.ITIMER_PROF, self.seconds, time.process_time),
+                                                  (signal.SIGALRM, signal.ITIMER_REAL, wall_seconds(self.seconds),
+                                                   time.monotonic)):
+                handler = signal.signal(signum, self._fire)
+                self._previous[signum] = (which, handler, signal.setitimer(which, seconds, REPEAT_S), clock, clock())
         else:
             self._disarmed.clear()
             self._target = threading.get_ident()
@@ -82,10 +83,12 @@ class Timer:
     def __exit__(self, *exc: Any) -> None:
         self.armed = False
         if self._previous:
-            signal.setitimer(signal.ITIMER_PROF, 0)
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            for signum, handler in self._previous.items():
+            for which, *_ in self._previous.values():
+                signal.setitimer(which, 0)
+            for signum, (which, handler, (delay, interval), clock, started) in self._previous.items():
                 signal.signal(signum, handler)
+                if delay > 0:  # an enclosing timer (a cell's, around a check): what it has left
+                    signal.setitimer(which, max(delay - (clock() - started), 1e-3), interval)
             self._previous = {}
         if self._watchdog is not None:
             self._disarmed.set()
