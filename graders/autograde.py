@@ -45,6 +45,9 @@ from graders.worker.plan import Call, ExercisePlan, Plan
 from graders.worker.preload import PLAN_ENV
 
 CELL_TIMEOUT = 120.0
+# The least limit per learner call in the sandbox, in CPU seconds: one thread computing, so a
+# busy machine does not stretch it (graders.guard.timer). An endless loop costs this much.
+SANDBOX_MIN_TIME_LIMIT_S = 10.0
 GRACE = 10.0
 CPU_SECONDS = 3600  # per process of a job (RLIMIT_CPU); the per-call and per-cell limits stop endless loops long before
 
@@ -100,7 +103,7 @@ class Autograder:
         """Cases and reference answers for every exercise (computed here, once), and the plan."""
         planned = []
         for exercise in self.exercises:
-            checks = self.grader.plan(exercise, "hidden", self.seeds[exercise.name])
+            checks = self.grader.plan(exercise, "hidden", self.seeds[exercise.name], floor=SANDBOX_MIN_TIME_LIMIT_S)
             self._checks[exercise.name] = checks
             seen: dict[tuple[str, str], Call] = {}
             for check in checks:

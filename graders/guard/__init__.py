@@ -47,10 +47,11 @@ class Guard:
         course: Optional[CourseCode] = None,
         output: Optional[BoundedOutput] = None,
         content: bool = True,
+        cpu_time: bool = False,
     ) -> None:
         self.model = model
         self.protected = protected or Protected()
-        self.timer = Timer(time_limit_s)
+        self.timer = Timer(time_limit_s, cpu=cpu_time)  # CPU time where torch runs one thread (the sandbox)
         self.watch = Watch(course) if course is not None else None
         self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
         self.content = content  # also verify the weights' content after the call (edits through `.data`)

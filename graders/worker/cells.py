@@ -54,7 +54,7 @@ def _run_cell(index: int, source: str, namespace: dict, fd: int) -> None:
     filename = f"/submission/cell-{index}.py"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     started = time.process_time()  # CPU time, as the cell's limit counts it
-    timer = Timer(preload.PLAN.cell_timeout)
+    timer = Timer(preload.PLAN.cell_timeout, cpu=True)
     try:
         with timer:
             exec(compile(source, filename, "exec"), namespace)

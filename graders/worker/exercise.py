@@ -34,7 +34,7 @@ def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
         # Content checks (a sum of every weight and cached tensor per call) are for the notebook's
         # shared model; here each exercise runs in a process of its own, so what a call edits reaches
         # only the later calls of the same learner's exercise, and the trusted side's references never.
-        guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed, content=False)
+        guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed, content=False, cpu_time=True)
         reports.send(fd, {"report": "call", "name": exercise.name, "limit": call.limit})
         outcome = guarded_call(fn, args, guard)
         stopped = outcome.kind == "timeout"
