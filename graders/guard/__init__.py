@@ -3,8 +3,8 @@
 `Guard` wraps one call of a learner's function and composes the protections, each in
 its own module:
 
-* `timer`: a limit on CPU time with a wall-clock backstop (TimeLimitExceeded, which
-  `except Exception` cannot swallow);
+* `timer`: a time limit, by the clock or (in the one-thread sandbox, `cpu_time`) on CPU
+  time (TimeLimitExceeded, which `except Exception` cannot swallow);
 * `output`: what the call prints is captured, and only its start kept;
 * `course_code`: which answer-code function, if any, the call ran;
 * `protected`: shared inputs (caches) edited in place are put back;

@@ -83,18 +83,22 @@ class Timer:
         return self
 
     def _watch(self) -> None:
-        cpu = time.process_time() + self.seconds if self.cpu else float("inf")
-        wall = time.monotonic() + self.wall_limit
-        while not self._disarmed.wait(0.05):
-            if time.process_time() >= cpu or time.monotonic() >= wall:
-                with self._lock:  # never after __exit__ has disarmed
-                    if not self.armed:
-                        return
-                    self.stopped_by = self.stopped_by or ("cpu" if time.process_time() >= cpu else "wall")
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target),
-                                                               ctypes.py_object(TimeLimitExceeded))
-                cpu = time.process_time() + REPEAT_S if self.cpu else float("inf")
-                wall = time.monotonic() + REPEAT_S
+        cpu_left, wall_left = self.seconds, self.wall_limit
+        while True:
+            cpu_at, wall_at = time.process_time() + cpu_left, time.monotonic() + wall_left
+            over = None
+            while over is None:
+                if self._disarmed.wait(0.05):
+                    return
+                over = ("cpu" if self.cpu and time.process_time() >= cpu_at
+                        else "wall" if time.monotonic() >= wall_at else None)
+            with self._lock:  # never after __exit__ has disarmed
+                if not self.armed:
+                    return
+                self.stopped_by = self.stopped_by or over
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self._target),
+                                                           ctypes.py_object(TimeLimitExceeded))
+            cpu_left = wall_left = REPEAT_S
 
     def __exit__(self, *exc: Any) -> None:
         while True:
