@@ -11,6 +11,23 @@ import torch
 
 torch.set_grad_enabled(False)
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: each computes on its own core, and so do the
+    # kernels and subprocesses it starts (threads of two workers spinning on one core
+    # waste it).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`) a test file runs on one worker, so its module
+    fixtures (a built course, an installed wheel, a sandbox pool) are made once, and every
+    file that reads the executed chapters runs on the same worker, so each chapter runs once."""
+    readers = {item.module.__name__ for item in items if "executed_chapter" in item.fixturenames}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("executed_chapters" if module in readers else module))
+
 
 @pytest.fixture(scope="session")
 def gelu_twin():
