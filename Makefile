@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 course: $(STAMP)
 	$(PY) -m graders render --out build
 
-## make test: the test suite, one worker per core, each test file on one worker (tests/conftest.py);
-## installs Debian's chromium for the browser tests and bubblewrap for the sandboxed classroom grader
-## when it can
+## make test: the test suite, one worker per core (4 at most: each loads the models), each test file
+## on one worker (tests/conftest.py); installs Debian's chromium for the browser tests and bubblewrap
+## for the sandboxed classroom grader when it can
 test: $(STAMP) browser sandbox
-	$(PY) -m pytest -q -n auto --dist loadgroup
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || \
