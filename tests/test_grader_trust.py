@@ -199,6 +199,29 @@ def test_a_learner_thread_running_the_reference_is_caught():
     assert not result.passed and "runs solutions/ch00_setup.py:logit_diff" in result.feedback
 
 
+# ------------------------------------------------------------------ hooks the libraries add are not the learner's
+
+
+def test_hooks_transformers_adds_lazily_are_neither_named_nor_removed():
+    """Hugging Face transformers hooks a model for output capture the first time a run asks
+    for hidden states, once per model, so on a model nothing has run on an honest call can
+    be the one that adds them. Measured when the suite first ran on two workers: an honest
+    attribution_patching_resid, checked first on its worker, was told "your function left
+    hooks attached to blocks.0._original_component, ..." and the grader removed the hooks,
+    breaking that capture for every later run."""
+    from circuitlab import load_model
+    from graders.models import GradingModel
+
+    model = load_model("gelu-2l", weights="random")  # fresh: no run has hooked it yet
+    exercise = EXERCISES["attribution_patching_resid"]
+    grader = Grader([GradingModel("gelu-2l", model, "gelu-2l (fresh)", "random")], attempts=Attempts())
+    result = grader.grade(exercise, readable_reference(exercise), "public")
+    assert result.passed and "Note:" not in result.feedback, result.feedback
+    capturing = [hook for module in model.modules() for hook in module._forward_hooks.values()
+                 if hook.__module__.startswith("transformers.")]
+    assert capturing, "this check no longer makes transformers hook the model; the test needs one that does"
+
+
 # ------------------------------------------------------------------ hostile, then honest, in every mode
 
 

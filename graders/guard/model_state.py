@@ -91,7 +91,7 @@ class State:
                 hooks = getattr(module, attr, None)
                 if not hooks:
                     continue
-                new = {k for k in set(hooks) - self.hooks.get((i, attr), set()) if not _bridge_wiring(hooks[k])}
+                new = {k for k in set(hooks) - self.hooks.get((i, attr), set()) if not _framework_wiring(hooks[k])}
                 for key in new:
                     del hooks[key]
                     for side in _HOOK_SIDE_TABLES:
@@ -125,12 +125,19 @@ def _same(a: Any, b: Any) -> bool:
     return False
 
 
-def _bridge_wiring(hook: Any) -> bool:
-    """A hook TransformerLens's bridge adds to itself (it wires some lazily, on the first
-    forward or run_with_cache), as opposed to one added through HookPoint.add_hook."""
+_FRAMEWORKS = ("transformer_lens", "transformers")
+
+
+def _framework_wiring(hook: Any) -> bool:
+    """A hook the libraries add to the model themselves, lazily, as opposed to one added
+    through HookPoint.add_hook or by learner code: TransformerLens's bridge wires some on the
+    first forward or run_with_cache, and Hugging Face transformers adds its output-capturing
+    hooks the first time a run asks for hidden states or attentions, once per model (it
+    marks the model as hooked, so removing them would silently break that capture). Which
+    call first triggers them depends on what ran before, so it may be an honest learner's."""
     fn = getattr(hook, "func", hook)
-    module = getattr(fn, "__module__", "") or ""
-    return module.startswith("transformer_lens") and "add_hook" not in getattr(fn, "__qualname__", "")
+    package = (getattr(fn, "__module__", "") or "").split(".")[0]
+    return package in _FRAMEWORKS and "add_hook" not in getattr(fn, "__qualname__", "")
 
 
 def _global_hook_keys() -> dict[str, set]:
