@@ -1,4 +1,9 @@
-"""Chapter 0's exercises: logits, the unembedding bias, the logit difference."""
+"""Chapter 0's exercises: logits, the unembedding bias, the logit difference.
+
+One block per exercise, in the chapter's order: its cases, its public properties, its
+`Exercise(...)`. References and known mistakes: solutions/ch00_setup.py and
+solutions/mistakes/ch00_setup.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import torch
 
 from circuitlab.prompts import CLEAN_PROMPT, random_case
 from graders.compare import close_tensor, same_value, scalar_shape
-from graders.declare import MODEL, Case, Exercise, Mistake, Property
+from graders import kit
+from graders.declare import MODEL, Case, Exercise, Property
 from graders.models import GradingModel
 from graders.properties import close, scalar, single_token
 
@@ -42,6 +48,18 @@ def _prediction_properties(gm: GradingModel) -> list[Property]:
     return props
 
 
+NEXT_TOKEN_PREDICTION = Exercise(
+    name="next_token_prediction",
+    chapter=CHAPTER,
+    section="Logits and the next word",
+    hint=("model(prompt) gives logits of shape [batch, position, vocab]; take the final position of batch "
+          "item 0, its argmax, and decode it with model.to_string."),
+    cases=_prediction_cases,
+    compare=same_value,
+    properties=_prediction_properties,
+)
+
+
 # ---------------------------------------------------------------- top_tokens_by_unembed_bias
 
 def _bias_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
@@ -71,6 +89,18 @@ def _bias_properties(gm: GradingModel) -> list[Property]:
         props.append(Property(f"k={k} gives a list of {k} token strings", call, lambda a, k=k: tokens(k, a[0])))
         props.append(Property(f"k={k}: distinct tokens, largest bias first", call, lambda a, k=k: ordered(k, a[0])))
     return props
+
+
+TOP_TOKENS_BY_UNEMBED_BIAS = Exercise(
+    name="top_tokens_by_unembed_bias",
+    chapter=CHAPTER,
+    section="Parameters",
+    hint=("model.b_U has one entry per vocabulary token; .topk(k) gives the largest k in order, and each "
+          "index decodes with model.to_string."),
+    cases=_bias_cases,
+    compare=same_value,
+    properties=_bias_properties,
+)
 
 
 # ---------------------------------------------------------------- logit_diff
@@ -110,14 +140,14 @@ def _logit_diff_properties(gm: GradingModel) -> list[Property]:
         return holds
 
     return [
-        Property("returns one float number", (ab,), lambda x: scalar(x[0])),
+        kit.has_form("returns one float number", ab, kit.SCALAR),
         Property("positive when the correct token's logit is larger", (ab,), lambda x: scalar(x[0]) or (
             None if x[0].item() > 0 else f"got {x[0].item():.3g}, but the correct token is ahead, so the difference "
             "must be positive")),
-        Property("swapping the tokens flips the sign", (ab, {**ab, "correct_token": b, "wrong_token": a}),
-                 related("logit_diff(b, a) should be -logit_diff(a, b)", lambda x: -x)),
-        Property("the same token twice gives 0", ({**ab, "wrong_token": a},),
-                 lambda x: scalar(x[0]) or close(x[0], torch.tensor(0.0), "logit_diff(a, a)")),
+        kit.sign_flip(ab, kit.swapped_answers(ab, "correct_token", "wrong_token"), kit.SCALAR,
+                      "logit_diff(b, a) should be -logit_diff(a, b)", label="swapping the tokens flips the sign"),
+        kit.equals("the same token twice gives 0", ({**ab, "wrong_token": a},), kit.SCALAR, torch.tensor(0.0),
+                   "logit_diff(a, a)"),
         Property("linear in the logits", (ab, {**ab, "logits": doubled}),
                  related("doubling the final logits of item 0 should double the result", lambda x: 2 * x)),
         Property("only the final position of item 0 matters", (ab, {**ab, "logits": other}),
@@ -125,74 +155,16 @@ def _logit_diff_properties(gm: GradingModel) -> list[Property]:
     ]
 
 
-EXERCISES = [
-    Exercise(
-        name="next_token_prediction",
-        chapter=CHAPTER,
-        section="Logits and the next word",
-        hint=("model(prompt) gives logits of shape [batch, position, vocab]; take the final position of batch "
-              "item 0, its argmax, and decode it with model.to_string."),
-        cases=_prediction_cases,
-        compare=same_value,
-        properties=_prediction_properties,
-        mistakes=(
-            Mistake("read the prediction at the first position",
-                    "The next-token prediction sits at the last position: logits[0, -1].",
-                    lambda model, prompt: model.to_string(model(prompt)[0, 0].argmax())),
-            Mistake("took the least likely token (argmin)",
-                    "The prediction is the token with the largest logit: use argmax.",
-                    lambda model, prompt: model.to_string(model(prompt)[0, -1].argmin())),
-            Mistake("stripped the leading space from the token",
-                    "Keep the token exactly as decoded: ' Turing' and 'Turing' are different tokens.",
-                    lambda model, prompt: model.to_string(model(prompt)[0, -1].argmax()).strip()),
-            Mistake("returned the token id, not the token string", "Decode the id with model.to_string(...).",
-                    lambda model, prompt: int(model(prompt)[0, -1].argmax())),
-        ),
-    ),
-    Exercise(
-        name="top_tokens_by_unembed_bias",
-        chapter=CHAPTER,
-        section="Parameters",
-        hint=("model.b_U has one entry per vocabulary token; .topk(k) gives the largest k in order, and each "
-              "index decodes with model.to_string."),
-        cases=_bias_cases,
-        compare=same_value,
-        properties=_bias_properties,
-        mistakes=(
-            Mistake("returned the tokens with the smallest bias", "Use topk (largest first), not the bottom of the ranking.",
-                    lambda model, k: [model.to_string(t) for t in model.b_U.topk(k, largest=False).indices]),
-            Mistake("returned token ids, not token strings", "Decode each id with model.to_string(...).",
-                    lambda model, k: [int(t) for t in model.b_U.topk(k).indices]),
-            Mistake("ranked tokens by the absolute value of the bias",
-                    "A large negative bias suppresses a token; rank by the signed value.",
-                    lambda model, k: [model.to_string(t) for t in model.b_U.abs().topk(k).indices]),
-            Mistake("returned the top tokens smallest-first", "Order the list from the largest bias down.",
-                    lambda model, k: [model.to_string(t) for t in model.b_U.topk(k).indices.flip(0)]),
-        ),
-    ),
-    Exercise(
-        name="logit_diff",
-        chapter=CHAPTER,
-        section="The task, and the logit difference",
-        hint=("logits[0, -1] is the final position of the first prompt; index it with each token id and "
-              "subtract (correct minus wrong)."),
-        cases=_logit_diff_cases,
-        compare=scalar_shape(close_tensor(atol=1e-4, rtol=1e-4)),
-        properties=_logit_diff_properties,
-        mistakes=(
-            Mistake("subtracted the wrong way round (wrong − correct)",
-                    "The logit difference is logit(correct) − logit(wrong).",
-                    lambda logits, correct_token, wrong_token: logits[0, -1, wrong_token] - logits[0, -1, correct_token]),
-            Mistake("used the first position instead of the final one", "The next-token prediction is at logits[0, -1].",
-                    lambda logits, correct_token, wrong_token: logits[0, 0, correct_token] - logits[0, 0, wrong_token]),
-            Mistake("used the last batch item instead of item 0", "Index batch item 0: logits[0, -1].",
-                    lambda logits, correct_token, wrong_token: logits[-1, -1, correct_token] - logits[-1, -1, wrong_token]),
-            Mistake("compared probabilities instead of logits", "Subtract the raw logits; a softmax squashes the difference.",
-                    lambda logits, correct_token, wrong_token: logits[0, -1].softmax(-1)[correct_token]
-                    - logits[0, -1].softmax(-1)[wrong_token]),
-            Mistake("returned a 1-element tensor instead of a 0-dim one",
-                    "Index with plain integers (logits[0, -1, token]) so the result is a single number.",
-                    lambda logits, correct_token, wrong_token: logits[0, -1, [correct_token]] - logits[0, -1, [wrong_token]]),
-        ),
-    ),
-]
+LOGIT_DIFF = Exercise(
+    name="logit_diff",
+    chapter=CHAPTER,
+    section="The task, and the logit difference",
+    hint=("logits[0, -1] is the final position of the first prompt; index it with each token id and "
+          "subtract (correct minus wrong)."),
+    cases=_logit_diff_cases,
+    compare=scalar_shape(close_tensor(atol=1e-4, rtol=1e-4)),
+    properties=_logit_diff_properties,
+)
+
+
+EXERCISES = [NEXT_TOKEN_PREDICTION, TOP_TOKENS_BY_UNEMBED_BIAS, LOGIT_DIFF]

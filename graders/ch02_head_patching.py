@@ -1,4 +1,9 @@
-"""Chapter 2's exercises: patching attention heads."""
+"""Chapter 2's exercises: patching attention heads.
+
+One block per exercise, in the chapter's order: its cases, its public properties, its
+`Exercise(...)`. References and known mistakes: solutions/ch02_head_patching.py and
+solutions/mistakes/ch02_head_patching.py.
+"""
 
 from __future__ import annotations
 
@@ -8,29 +13,16 @@ from typing import Callable
 
 import torch
 
-from circuitlab.prompts import CORRUPTIONS, PatchingCase, short_case
-from graders.ch01_residual_patching import SHORT_PAIR
-from graders.compare import close_tensor
-from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
+from circuitlab.prompts import CORRUPTIONS, short_case
+from graders import kit
+from graders.declare import Cache, Case, Exercise, Hook, Property
 from graders.models import GradingModel
 from graders.properties import close, shaped
 
 CHAPTER = "02_head_patching"
-fast = answer_module("solutions.fast_patching")  # the graders' exact sweeps (answer code)
 
 
-def sweep_pairs(gm: GradingModel, rng: random.Random) -> list[PatchingCase]:
-    """gelu-2l: the tutorial's surname corruption and a short pair; gpt2-small (144
-    heads): one short pair, so a head × position sweep stays a few forward passes."""
-    if gm.key == "gpt2-small":
-        return [short_case(gm.model, rng)]
-    return [CORRUPTIONS["surname"], short_case(gm.model, rng)]
-
-
-def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    return [Case(f"{pair.label}: {pair.clean_prompt!r}", {"model": MODEL, **pair.as_args()})
-            for pair in sweep_pairs(gm, rng)]
-
+# ---------------------------------------------------------------- patch_head_output
 
 def _patch_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
     """hook_z at every position and at one position, and a hook_result-shaped case
@@ -79,6 +71,28 @@ def _patch_properties(gm: GradingModel) -> list[Property]:
     return props
 
 
+PATCH_HEAD_OUTPUT = Exercise(
+    name="patch_head_output",
+    chapter=CHAPTER,
+    section="Patching one head",
+    hint=("activations is [batch, position, head, ...]: overwrite activations[:, pos, head] (or "
+          "activations[:, :, head] when pos is None) with the same slice of corrupt_cache[hook.name], then "
+          "return activations."),
+    cases=_patch_cases,
+    compare=kit.COPIED,
+    properties=_patch_properties,
+)
+
+
+# ---------------------------------------------------------------- head_patching_sweep
+
+def _sweep_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    """gelu-2l: the tutorial's surname corruption and a short pair; gpt2-small (144
+    heads): one short pair, so a head × position sweep stays a few forward passes."""
+    pairs = kit.pairs_for(gm, rng, lambda: [CORRUPTIONS["surname"], short_case(gm.model, rng)])
+    return [Case(f"{pair.label}: {pair.clean_prompt!r}", kit.pair_args(pair)) for pair in pairs]
+
+
 # gpt2-small's head x position sweep (576 cells on the short pair) checks the sign flip on
 # gelu-2l only: a learner's third sweep there would take the public check past 10 s.
 MAX_CELLS_FOR_A_THIRD_SWEEP = 500
@@ -89,224 +103,51 @@ def _sweep_properties(shape_of: Callable[[int, int, int], tuple]) -> Callable[[G
 
     def properties(gm: GradingModel) -> list[Property]:
         model = gm.model
-        case = SHORT_PAIR  # 4 tokens with BOS: quick on any model
-        args = {"model": MODEL, **case.as_args()}
-        shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(case.clean_prompt).shape[1])
-        baseline = torch.full(shape, case.logit_diff(model, case.clean_prompt))
-        same = {**args, "corrupt_prompt": case.clean_prompt}
-        swapped = {**args, "clean_answer": case.corrupt_answer, "corrupt_answer": case.clean_answer}
+        pair = kit.SHORT_PAIR  # 4 tokens with BOS: quick on any model
+        args = kit.pair_args(pair)
+        shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(pair.clean_prompt).shape[1])
+        form = kit.tensor_of(shape)
+        baseline = torch.full(shape, pair.logit_diff(model, pair.clean_prompt))
         properties = [
-            Property(f"shape {list(shape)}, finite floats", (args,), lambda a: shaped(a[0], shape)),
-            Property("patching from an identical run changes nothing", (same,), lambda a: shaped(a[0], shape) or close(
-                a[0], baseline, "with corrupt_prompt = clean_prompt every entry must be the clean logit diff",
-                atol=1e-3)),
+            kit.has_form(f"shape {list(shape)}, finite floats", args, form),
+            kit.equals("patching from an identical run changes nothing", (kit.identical_run(args),), form, baseline,
+                       "with corrupt_prompt = clean_prompt every entry must be the clean logit diff", atol=1e-3),
         ]
         if math.prod(shape) <= MAX_CELLS_FOR_A_THIRD_SWEEP:
-            properties.append(Property(
-                "swapping the two answers flips the sign", (args, swapped), lambda a: shaped(a[0], shape)
-                or shaped(a[1], shape) or close(a[1], -a[0], "sweep with answers swapped", atol=1e-3)))
+            properties.append(kit.sign_flip(args, kit.swapped_answers(args), form, "sweep with answers swapped",
+                                            label="swapping the two answers flips the sign", atol=1e-3))
         return properties
 
     return properties
 
 
-def _positions(pos):
-    return slice(None) if pos is None else pos
+HEAD_PATCHING_SWEEP = Exercise(
+    name="head_patching_sweep",
+    chapter=CHAPTER,
+    section="The head sweep",
+    hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
+          "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
+          "and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head]."),
+    reference="solutions.fast_patching:head_patching_sweep",
+    cases=_sweep_cases,
+    compare=kit.FORWARD,
+    properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
+)
 
 
-def _all_heads(activations, hook, head, corrupt_cache, pos=None):
-    at = _positions(pos)
-    activations[:, at] = corrupt_cache[hook.name][:, at]
-    return activations
+# ---------------------------------------------------------------- head_by_position_sweep
+
+HEAD_BY_POSITION_SWEEP = Exercise(
+    name="head_by_position_sweep",
+    chapter=CHAPTER,
+    section="Heads by position",
+    hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
+          "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),
+    reference="solutions.fast_patching:head_by_position_sweep",
+    cases=_sweep_cases,
+    compare=kit.FORWARD,
+    properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos)),
+)
 
 
-def _next_head(activations, hook, head, corrupt_cache, pos=None):
-    at, wrong = _positions(pos), (head + 1) % activations.shape[2]
-    activations[:, at, wrong] = corrupt_cache[hook.name][:, at, wrong]
-    return activations
-
-
-def _swapped_axes(activations, hook, head, corrupt_cache, pos=None):
-    at = _positions(pos)
-    activations[:, head, at] = corrupt_cache[hook.name][:, head, at]
-    return activations
-
-
-def _ignored_pos(activations, hook, head, corrupt_cache, pos=None):
-    activations[:, :, head] = corrupt_cache[hook.name][:, :, head]
-    return activations
-
-
-def _unchanged(activations, hook, head, corrupt_cache, pos=None):
-    return activations
-
-
-# --- sweeps -------------------------------------------------------------------------
-
-# The exact fast sweeps serve as the graders' reference (the readable batched ones in
-# solutions/ are what learners see); mistakes derived from the reference reuse them.
-def head_sweep(**args) -> torch.Tensor:
-    return fast.head_patching_sweep(**args)
-
-
-def head_pos_sweep(**args) -> torch.Tensor:
-    return fast.head_by_position_sweep(**args)
-
-
-def sweep_variant(
-    model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str,
-    *, copies: str, swap_runs: bool = False,
-) -> torch.Tensor:
-    """A head sweep with one knob turned, batched like the reference: returns
-    [n_layers, n_copies], copy c patched where mask[c] says.
-
-    copies: "head" (copy h: head h, every position), "head_final" (copy h: head h,
-    final position only), "layer" (one copy: every head, every position), "position"
-    (copy p: every head at position p).
-    """
-    source, target = (clean_prompt, corrupt_prompt) if swap_runs else (corrupt_prompt, clean_prompt)
-    tokens = model.to_tokens(target)
-    n_heads, n_pos, device = model.cfg.n_heads, tokens.shape[1], tokens.device
-    eye_heads = torch.eye(n_heads, dtype=torch.bool, device=device)
-    if copies == "head":
-        mask = eye_heads[:, None, :, None].expand(n_heads, n_pos, n_heads, 1)
-    elif copies == "head_final":
-        mask = eye_heads[:, None, :, None] & (torch.arange(n_pos, device=device) == n_pos - 1)[None, :, None, None]
-    elif copies == "layer":
-        mask = torch.ones(1, n_pos, n_heads, 1, dtype=torch.bool, device=device)
-    elif copies == "position":
-        mask = torch.eye(n_pos, dtype=torch.bool, device=device)[:, :, None, None].expand(n_pos, n_pos, n_heads, 1)
-    else:
-        raise ValueError(copies)
-    good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
-    _, cache = model.run_with_cache(source)
-    out = torch.zeros(model.cfg.n_layers, mask.shape[0], device=device)
-    for layer in range(model.cfg.n_layers):
-        name = f"blocks.{layer}.attn.hook_z"
-        hook = lambda activations, hook, name=name: torch.where(mask, cache[name], activations)  # noqa: E731
-        logits = model.run_with_hooks(tokens.expand(mask.shape[0], -1), fwd_hooks=[(name, hook)])[:, -1]
-        out[layer] = logits[:, good] - logits[:, bad]
-    return out
-
-
-def _variant(**knobs) -> Callable:
-    return lambda **args: sweep_variant(**args, **knobs)
-
-
-def _minus_clean(**args) -> torch.Tensor:
-    case = PatchingCase("", *(args[k] for k in ("clean_prompt", "corrupt_prompt", "clean_answer", "corrupt_answer")))
-    return head_sweep(**args) - case.logit_diff(args["model"], case.clean_prompt)
-
-
-def _by_position(fn: Callable[[torch.Tensor, int, int, int], torch.Tensor]) -> Callable:
-    """A by-position mistake computed from the shared reference reshaped to [layer, head, pos]."""
-
-    def wrong(**args):
-        model = args["model"]
-        full = head_pos_sweep(**args)
-        n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-        return fn(full.reshape(n_layers, n_heads, -1), n_layers, n_heads, full.shape[1])
-
-    return wrong
-
-
-def _spread_over_positions(**args) -> torch.Tensor:
-    per_head = sweep_variant(**args, copies="head")  # [layer, head]
-    n_pos = args["model"].to_tokens(args["clean_prompt"]).shape[1]
-    return per_head[:, :, None].expand(-1, -1, n_pos).reshape(-1, n_pos)
-
-
-def _spread_over_heads(**args) -> torch.Tensor:
-    per_pos = sweep_variant(**args, copies="position")  # [layer, pos]
-    n_heads = args["model"].cfg.n_heads
-    return per_pos[:, None, :].expand(-1, n_heads, -1).reshape(-1, per_pos.shape[1])
-
-
-EXERCISES = [
-    Exercise(
-        name="patch_head_output",
-        chapter=CHAPTER,
-        section="Patching one head",
-        hint=("activations is [batch, position, head, ...]: overwrite activations[:, pos, head] (or "
-              "activations[:, :, head] when pos is None) with the same slice of corrupt_cache[hook.name], then "
-              "return activations."),
-        cases=_patch_cases,
-        compare=close_tensor(atol=1e-5, rtol=0),
-        properties=_patch_properties,
-        mistakes=(
-            Mistake("patched every head", "Index the head axis (axis 2) with `head`: activations[:, pos, head].",
-                    _all_heads),
-            Mistake("patched head + 1 instead of head", "Heads count from 0: use `head` itself on axis 2.",
-                    _next_head),
-            Mistake(
-                "swapped the position and head axes",
-                "hook_z and hook_result are [batch, position, head, ...]: position is axis 1, head is axis 2.",
-                _swapped_axes,
-            ),
-            Mistake("patched every position even though `pos` was given",
-                    "Patch only activations[:, pos, head] when pos is not None.", _ignored_pos),
-            Mistake("left the activations unchanged",
-                    "Write corrupt_cache[hook.name]'s values into `activations` and return them.", _unchanged),
-        ),
-    ),
-    Exercise(
-        name="head_patching_sweep",
-        chapter=CHAPTER,
-        section="The head sweep",
-        hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
-              "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
-              "and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head]."),
-        reference="solutions.fast_patching:head_patching_sweep",
-        cases=_sweep_cases,
-        compare=close_tensor(atol=1e-3, rtol=1e-3),
-        properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
-        mistakes=(
-            Mistake("subtracted the wrong way round", "Each entry is logit(clean_answer) − logit(corrupt_answer).",
-                    lambda **args: -head_sweep(**args)),
-            Mistake("returned the result as [head, layer]", "Rows are layers, columns are heads: [n_layers, n_heads].",
-                    lambda **args: head_sweep(**args).T),
-            Mistake("patched the clean run into the corrupt run",
-                    "Cache the corrupt prompt and run the clean prompt with one head patched from it.",
-                    _variant(copies="head", swap_runs=True)),
-            Mistake("patched the head at the final position only",
-                    "In this sweep a head is patched at every position (pos=None).", _variant(copies="head_final")),
-            Mistake("patched every head of the layer at once",
-                    "Patch one head per run: activations[:, :, head].",
-                    lambda **args: _variant(copies="layer")(**args).expand(-1, args["model"].cfg.n_heads)),
-            Mistake("subtracted the clean run's logit difference",
-                    "Return the patched logit difference itself; the plot subtracts the baseline separately.",
-                    _minus_clean),
-        ),
-    ),
-    Exercise(
-        name="head_by_position_sweep",
-        chapter=CHAPTER,
-        section="Heads by position",
-        hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
-              "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),
-        reference="solutions.fast_patching:head_by_position_sweep",
-        cases=_sweep_cases,
-        compare=close_tensor(atol=1e-3, rtol=1e-3),
-        properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos)),
-        mistakes=(
-            Mistake("ordered the rows head * n_layers + layer",
-                    "Row layer * n_heads + head: all heads of layer 0 first, then layer 1, ...",
-                    _by_position(lambda r, L, H, P: r.transpose(0, 1).reshape(L * H, P))),
-            Mistake("returned the result as [position, layer·head]",
-                    "Rows are layer·head (n_layers * n_heads of them), columns are positions.",
-                    _by_position(lambda r, L, H, P: r.reshape(L * H, P).T)),
-            Mistake("returned [n_layers, n_heads, n_pos] without flattening layer and head",
-                    "Reshape to [n_layers * n_heads, n_pos] (row = layer * n_heads + head).",
-                    _by_position(lambda r, L, H, P: r)),
-            Mistake("patched head + 1 instead of head",
-                    "Heads count from 0: use `head` itself on axis 2 of hook_z.",
-                    _by_position(lambda r, L, H, P: r.roll(-1, dims=1).reshape(L * H, P))),
-            Mistake("patched the head at every position instead of one",
-                    "Pass pos to the hook: overwrite activations[:, pos, head] only.", _spread_over_positions),
-            Mistake("patched every head at that position",
-                    "Overwrite only one head: activations[:, pos, head].", _spread_over_heads),
-            Mistake("subtracted the wrong way round", "Each entry is logit(clean_answer) − logit(corrupt_answer).",
-                    lambda **args: -head_pos_sweep(**args)),
-        ),
-    ),
-]
+EXERCISES = [PATCH_HEAD_OUTPUT, HEAD_PATCHING_SWEEP, HEAD_BY_POSITION_SWEEP]

@@ -231,7 +231,7 @@ EXERCISES = [
         cases=_score_cases,
         compare=close_float(),
         properties=_score_properties,
-        mistakes=(
+        mistakes_inline=(
             Mistake("left out the division by √d_head", "Divide q · k by math.sqrt(d_head) (d_head = q.shape[-1]).",
                     lambda cache, layer, head, q_pos, k_pos: float(torch.dot(*_qk(cache, layer, head, q_pos, k_pos)))),
             Mistake("divided by d_head instead of √d_head", "The scale is math.sqrt(d_head), not d_head.",
@@ -255,7 +255,7 @@ EXERCISES = [
         cases=_row_cases,
         compare=close_tensor(atol=1e-5, rtol=1e-4),
         properties=_row_properties,
-        mistakes=(
+        mistakes_inline=(
             Mistake("left out the causal mask", "Set the scores of keys after q_pos to -inf before the softmax.",
                     lambda cache, layer, head, q_pos: _scores_row(cache, layer, head, q_pos).softmax(-1)),
             Mistake("left out the division by √d_head", "Divide the scores by math.sqrt(d_head) before the softmax.",
@@ -283,7 +283,7 @@ EXERCISES = [
         cases=lambda gm, rng: _row_cases(gm, rng, pos_name="pos"),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
         properties=_z_properties,
-        mistakes=(
+        mistakes_inline=(
             Mistake("weighted by the pattern column (attention paid to pos) instead of the row",
                     "Use hook_pattern[0, head, pos, :]: what position pos attends to.",
                     lambda cache, layer, head, pos: cache[f"blocks.{layer}.attn.hook_pattern"][0, head, :, pos]
@@ -305,7 +305,7 @@ EXERCISES = [
         cases=lambda gm, rng: _pattern_cases(gm, rng, with_tokens=False),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
         properties=_previous_properties,
-        mistakes=(
+        mistakes_inline=(
             Mistake("measured attention to the current token (the main diagonal)",
                     "The previous token of dst is src = dst - 1: pattern.diagonal(offset=-1, dim1=-2, dim2=-1).",
                     lambda pattern: pattern.diagonal(0, -2, -1).mean(-1)),
@@ -328,7 +328,7 @@ EXERCISES = [
         cases=lambda gm, rng: _pattern_cases(gm, rng, with_tokens=True),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
         properties=_duplicate_properties,
-        mistakes=(
+        mistakes_inline=(
             Mistake("counted the current token as its own earlier copy",
                     "Only strictly earlier positions count: src < dst.",
                     lambda pattern, tokens: _score_with(_copies(tokens, include_self=True), pattern)),
@@ -348,7 +348,7 @@ EXERCISES = [
         cases=lambda gm, rng: _pattern_cases(gm, rng, with_tokens=True),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
         properties=_induction_properties,
-        mistakes=(
+        mistakes_inline=(
             Mistake("scored the earlier copy itself (that is the duplicate-token score)",
                     "An induction head attends to the token right after the earlier copy: src = copy + 1.",
                     lambda pattern, tokens: ref.duplicate_token_score(pattern, tokens)),

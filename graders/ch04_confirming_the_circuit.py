@@ -31,7 +31,7 @@ from circuitlab.prompts import (
     random_case,
     short_case,
 )
-from graders.ch01_residual_patching import SHORT_PAIR
+from graders.kit import SHORT_PAIR
 from graders.compare import close_float, close_tensor
 from graders.declare import MODEL, Cache, Case, Exercise, Mistake, Property, answer_module
 from graders.models import GradingModel
@@ -621,7 +621,7 @@ EXERCISES = [
         cases=_score_cases,
         properties=_score_properties,
         compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes=(
+        mistakes_inline=(
             Mistake("multiplied right @ left", "The product is left @ right: left's output is what right reads.",
                     _reversed_product),
             Mistake("left out the normalisation", "Divide ||left @ right||_F by ||left||_F * ||right||_F.",
@@ -645,7 +645,7 @@ EXERCISES = [
             "receiver_qk", [[1, 0, 0], [0, 0, 1]],
             "a receiver whose keys read what a sender writes scores 1, one whose queries read it 0"),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes=(
+        mistakes_inline=(
             Mistake("left the receiver's QK untransposed (that is Q-composition)",
                     "A sender writing into the keys meets QK from the right: use OV_sender @ QK_receiver.T.",
                     lambda sender_ov, receiver_qk: ref.q_composition_scores(sender_ov, receiver_qk)),
@@ -670,7 +670,7 @@ EXERCISES = [
             "receiver_qk", [[0, 1, 0], [0, 0, 0]],
             "a receiver whose queries read what a sender writes scores 1, one whose keys read it 0"),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes=(
+        mistakes_inline=(
             Mistake("transposed the receiver's QK (that is K-composition)",
                     "A sender writing into the queries meets QK from the left: OV_sender @ QK_receiver.",
                     lambda sender_ov, receiver_qk: ref.k_composition_scores(sender_ov, receiver_qk)),
@@ -695,7 +695,7 @@ EXERCISES = [
             "receiver_ov", [[1, 0, 0], [0, 1, 0]],
             "a receiver whose values read what a sender writes scores 1, one reading elsewhere 0"),
         compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes=(
+        mistakes_inline=(
             Mistake("multiplied OV_receiver @ OV_sender",
                     "A row vector passes the sender first: OV_sender @ OV_receiver.",
                     lambda sender_ov, receiver_ov: _pairs(lambda a, b: (b, a))(sender_ov, receiver_ov)),
@@ -714,7 +714,7 @@ EXERCISES = [
         cases=_dla_cases,
         properties=_dla_properties,
         compare=close_tensor(atol=1e-4, rtol=1e-3),
-        mistakes=(
+        mistakes_inline=(
             Mistake("left out the final LayerNorm's scale",
                     "Divide each head's output by cache['ln_final.hook_scale'][0, -1] before unembedding.",
                     _dla_with(use_scale=False)),
@@ -742,7 +742,7 @@ EXERCISES = [
         # tight; other exact implementations (e.g. TransformerLens's split q/k/v inputs)
         # agree with the reference to 1e-5 (tests/test_ch04_matches_tl.py).
         compare=close_float(atol=2e-5, rtol=1e-5),
-        mistakes=(
+        mistakes_inline=(
             Mistake("patched the sender into the receiver's q, k and v at once",
                     "Patch only the input named by receiver_input.", _path_with(inputs=("q", "k", "v"))),
             Mistake("patched that input of every head in the receiver's layer",
@@ -770,7 +770,7 @@ EXERCISES = [
         cases=_embedding_cases,
         properties=_embedding_properties,
         compare=close_float(atol=1e-4, rtol=1e-4),  # on random weights some mistakes move it by 3e-3 only
-        mistakes=(
+        mistakes_inline=(
             Mistake("replaced the embedding on every path (at its own hook), not only in layer 0's values",
                     "Leave the embedding hook alone: recompute only layer 0's hook_v from the changed stream.",
                     _embedding_with(everywhere=True)),
@@ -796,7 +796,7 @@ EXERCISES = [
         cases=_ablation_cases,
         properties=_ablation_properties,
         compare=close_float(atol=1e-3, rtol=1e-3),
-        mistakes=(
+        mistakes_inline=(
             Mistake("ablated with zeros instead of the mean",
                     "Mean ablation replaces a head's z by its mean over the batch, not by 0.",
                     _ablation_with(zeros=True)),

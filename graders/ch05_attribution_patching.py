@@ -17,7 +17,7 @@ from torch import Tensor
 
 from circuitlab.plotting import residual_labels
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
-from graders.ch01_residual_patching import SHORT_PAIR
+from graders.kit import SHORT_PAIR
 from graders.compare import close_tensor
 from graders.declare import MODEL, Case, Exercise, Mistake, Property, answer_module
 from graders.models import GradingModel
@@ -229,7 +229,7 @@ EXERCISES = [
         cases=_cases,
         compare=COMPARE,
         properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers + 1, n_pos), _resid_extra),
-        mistakes=_common_mistakes("resid", "d_model") + (
+        mistakes_inline=_common_mistakes("resid", "d_model") + (
             Mistake("used hook_resid_pre for every row",
                     "Row 0 is blocks.0.hook_resid_pre; row i + 1 is blocks.i.hook_resid_post.", _resid_pre_rows),
             Mistake("returned the result as [position, layer]",
@@ -249,7 +249,7 @@ EXERCISES = [
         cases=_cases,
         compare=COMPARE,
         properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
-        mistakes=_common_mistakes("heads", "d_head") + (
+        mistakes_inline=_common_mistakes("heads", "d_head") + (
             Mistake("returned the result as [head, layer]", "Rows are layers, columns are heads: [n_layers, n_heads].",
                     _reshaped("attribution_patching_heads", lambda r, m: r.T)),
         ),
@@ -267,7 +267,7 @@ EXERCISES = [
         compare=COMPARE,
         properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos),
                                            _head_by_position_extra),
-        mistakes=_common_mistakes("head_by_position", "d_head") + (
+        mistakes_inline=_common_mistakes("head_by_position", "d_head") + (
             Mistake("ordered the rows head * n_layers + layer",
                     "Row layer * n_heads + head: all heads of layer 0 first, then layer 1, ...",
                     _reshaped("attribution_patching_head_by_position", lambda r, m: r.reshape(

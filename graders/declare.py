@@ -5,13 +5,17 @@ An `Exercise` names everything the engine needs besides the learner's function: 
 properties (behaviour the chapter text states, checked without the reference), known
 mistakes, a hint and the chapter section that teaches it.
 
-Declarations import no answer code when they load: the reference is named by a string
-and imported on first use, and known mistakes reach answer code through
-`answer_module`, so a student release without `solutions/` loads the same declarations.
+Declarations hold no answer code: the reference is named by a string and imported on
+first use, and an exercise's known mistakes are declared beside the references, in
+`solutions.mistakes.chNN_*` (a `MISTAKES` dict: exercise name -> tuple of `Mistake`), read
+on first use. A student release is the package without `solutions/`: the same
+declarations load, with no reference and no known mistakes, and check the public
+properties.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import random
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ from graders.inputs import MODEL, Cache, Hook, fingerprint
 if TYPE_CHECKING:
     from graders.models import GradingModel
 
-__all__ = ["MODEL", "Cache", "Case", "Exercise", "Hook", "Mistake", "Property", "answer_module"]
+__all__ = ["MODEL", "Cache", "Case", "Exercise", "Hook", "Mistake", "Property", "answer_module", "known_mistakes"]
 
 # compare(got, expected) -> None when they agree, else a sentence saying how they differ.
 Compare = Callable[[Any, Any], Optional[str]]
@@ -71,7 +75,8 @@ class Exercise:
     cases: Callable[["GradingModel", random.Random], list[Case]]
     compare: Compare
     properties: Callable[["GradingModel"], list[Property]] = _no_properties
-    mistakes: tuple[Mistake, ...] = ()
+    # Transitional (removed once every chapter's mistakes are in solutions/mistakes/).
+    mistakes_inline: tuple[Mistake, ...] = ()
     # "module:function"; by default the same name in solutions.ch<chapter>.
     reference: Union[str, Callable[..., Any], None] = None
     time_limit_s: Optional[float] = None  # per call; default: see Grader.time_limit
@@ -87,9 +92,30 @@ class Exercise:
                 f"{self.name}: its reference ({module}) is not installed here. This looks like a student "
                 "release; its checks are the public ones (graders.grade(..., mode='public'))") from err
 
+    @property
+    def mistakes(self) -> tuple[Mistake, ...]:
+        """The known mistakes declared for this exercise in solutions/ (none without it)."""
+        return self.mistakes_inline + tuple(known_mistakes(self.chapter).get(self.name, ()))
+
     def case_id(self, model_key: str, case: Case) -> str:
         """The case's identity: exercise, model and inputs (never the label)."""
         return fingerprint((self.name, model_key, dict(case.inputs)))
+
+
+MISTAKES_PACKAGE = "solutions.mistakes"
+
+
+@functools.lru_cache(maxsize=None)
+def known_mistakes(chapter: str) -> Mapping[str, tuple[Mistake, ...]]:
+    """Exercise name -> its known mistakes, from solutions.mistakes.ch<chapter>; empty
+    where solutions/ is absent (a student release) or the chapter declares none."""
+    module = f"{MISTAKES_PACKAGE}.ch{chapter}"
+    try:
+        return importlib.import_module(module).MISTAKES
+    except ModuleNotFoundError as err:
+        if err.name in ("solutions", MISTAKES_PACKAGE, module):
+            return {}
+        raise
 
 
 class answer_module:

@@ -24,7 +24,7 @@ from circuitlab.course_files import chapters_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("circuitlab", "graders")
-STRIPPED_KEYWORDS = ("mistakes", "reference")
+STRIPPED_KEYWORDS = ("mistakes_inline", "reference")
 CHAPTER_MODULE = re.compile(r"ch\d\d_\w+\.py$")
 
 
@@ -97,7 +97,7 @@ def build(out: Path, wheel: bool = False, log=print) -> Path:
     for stem, source in modules.items():
         (out / "graders" / f"{stem}.py").write_text(strip_declarations(source, keep.get(stem, set())))
     pyproject = (REPO / "pyproject.toml").read_text()
-    pyproject = re.sub(r'\n\s*"solutions",', "", pyproject)
+    pyproject = re.sub(r'\n\s*"solutions", "solutions.mistakes",', "", pyproject)
     (out / "pyproject.toml").write_text(pyproject)
     log(f"student release in {out}: no solutions/, {len(modules)} chapter declarations without known mistakes")
     if wheel:
