@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
-from graders.inputs import MODEL, Cache, Hook, fingerprint
+from graders.inputs import MODEL, Cache, Hook, content_id
 
 if TYPE_CHECKING:
     from graders.models import GradingModel
@@ -99,7 +99,7 @@ class Exercise:
 
     def case_id(self, model_key: str, case: Case) -> str:
         """The case's identity: exercise, model and inputs (never the label)."""
-        return fingerprint((self.name, model_key, dict(case.inputs)))
+        return content_id((self.name, model_key, dict(case.inputs)))
 
 
 MISTAKES_PACKAGE = "solutions.mistakes"

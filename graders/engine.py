@@ -31,7 +31,7 @@ from graders.declare import Case, Exercise, Mistake
 from graders.calls import Outcome, guarded_call, short
 from graders.diagnoses import Failure, diagnose
 from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
-from graders.inputs import Arguments, fingerprint
+from graders.inputs import Arguments, content_id
 from graders.models import GradingModel, grading_models
 from graders.results import CaseResult, Result, not_implemented, reads_course_code
 
@@ -294,7 +294,7 @@ class Grader:
 
 def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> tuple[str, str]:
     """Which call a check's inputs ask for: equal inputs on one model are one call."""
-    return gm.key, fingerprint(dict(inputs))
+    return gm.key, content_id(dict(inputs))
 
 
 def _cells(compare: Callable, got: Any, expected: Any) -> Optional[tuple[int, int]]:

@@ -51,7 +51,7 @@ class Hook:
     detached: bool = False
 
 
-def fingerprint(value: Any) -> str:
+def content_id(value: Any) -> str:
     """A hex digest that two inputs share exactly when they are equal (tensors by dtype,
     shape and bytes; floats bit for bit)."""
     digest = hashlib.sha256()
@@ -128,7 +128,7 @@ class Arguments:
         return value
 
     def cache(self, ref: Cache):
-        key = fingerprint(ref)
+        key = content_id(ref)
         if key not in self._caches:
             self._caches[key] = self.fresh_cache(ref)
         return self._caches[key]

@@ -3,7 +3,7 @@
 After every learner call `restore_weights` compares every parameter's identity,
 version counter and storage pointer (microseconds) and, because edits through `.data`
 bypass those, a sum per tensor with the one taken when the model was first seen (about
-0.05 s for gpt2-small on one core; see `fingerprint`). Damaged weights are
+0.05 s for gpt2-small on one core; see `value_sums`). Damaged weights are
 put back by rebuilding the model the way `circuitlab.load_model` made it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from graders.guard.fingerprint import sums
+from graders.guard.value_sums import sums
 
 
 def _tensors_of(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -16,7 +16,7 @@ from graders.guard.timer import wall_seconds
 
 @dataclass(frozen=True)
 class Call:
-    key: str  # the call's identity: model key and the inputs' fingerprint
+    key: str  # the call's identity: model key and the inputs' content_id
     model: str  # which grading model
     inputs: dict[str, Any]
     limit: float  # seconds of CPU time for this call (graders.guard.timer)
