@@ -1,11 +1,13 @@
 """Chapter 4's exercises: composition scores, direct logit attribution, path patching,
 positional-embedding patching and ablations.
 
-Every case's inputs are plain data (graders/inputs.py): the model, strings, ints, tuples
-and lists of those, tensors (the model's own circuits are computed once, when the case
-is drawn), and caches named by their prompt. Every known mistake is a plain function
-with the reference's signature; those built from the reference reach it through
-`answer_module`, so these declarations load without solutions/.
+One block per exercise, in the chapter's order: its cases, its public properties, its
+`Exercise(...)`. Every case's inputs are plain data (graders/inputs.py): the model,
+strings, ints, tuples and lists of those, tensors (the model's own circuits are computed
+once, when the case is drawn), and caches named by their prompt. Every number a property
+compares with is computed from the model when the property is built, before any learner
+code runs. References and known mistakes: solutions/ch04_confirming_the_circuit.py and
+solutions/mistakes/ch04_confirming_the_circuit.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
 
 from circuitlab.composition import random_circuits
 from circuitlab.prompts import (
@@ -28,20 +29,28 @@ from circuitlab.prompts import (
     PatchingCase,
     name_batch,
     random_batch,
-    random_case,
     short_case,
 )
-from graders.kit import SHORT_PAIR
+from graders import kit
 from graders.compare import close_float, close_tensor
-from graders.declare import MODEL, Cache, Case, Exercise, Mistake, Property, answer_module
+from graders.declare import MODEL, Cache, Case, Exercise, Property
 from graders.models import GradingModel
-from graders.properties import close, number, scalar, shaped
+from graders.properties import close, scalar, shaped
 
 CHAPTER = "04_confirming_the_circuit"
-ref = answer_module("solutions.ch04_confirming_the_circuit")  # the references, for mistakes built from them
 
 
-# --- composition scores ----------------------------------------------------------------
+# ---------------------------------------------------------------- helpers every block may use
+
+def _outer(a: Tensor, b: Tensor) -> Tensor:
+    return a[:, None] * b[None, :]
+
+
+def _numbers(answers: list) -> list[float]:
+    return [float(a) for a in answers]
+
+
+# ---------------------------------------------------------------- composition_score
 
 def _score_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
     """Random matrices (square, rectangular, batched with broadcasting) and one real pair
@@ -60,332 +69,6 @@ def _score_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
                             ("batched [4, 1, 8, 8] with [1, 3, 8, 8]", batched),
                             (f"OV of head 0.{sender} and QK.T of head 1.{receiver}", real))
     ]
-
-
-def _norms(left: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return (left @ right).norm(dim=(-2, -1)), left.norm(dim=(-2, -1)), right.norm(dim=(-2, -1))
-
-
-def _reversed_product(left, right):
-    return ref.composition_score(right, left)
-
-
-def _unnormalised(left, right):
-    return _norms(left, right)[0]
-
-
-def _sum_of_norms(left, right):
-    product, l_norm, r_norm = _norms(left, right)
-    return product / (l_norm + r_norm)
-
-
-def _squared(left, right):
-    product, l_norm, r_norm = _norms(left, right)
-    return product**2 / (l_norm**2 * r_norm**2)
-
-
-def _whole_batch_norm(left, right):
-    return (left @ right).norm() / (left.norm() * right.norm())
-
-
-def _spectral(left, right):
-    norm = lambda m: torch.linalg.matrix_norm(m, ord=2)  # noqa: E731
-    return norm(left @ right) / (norm(left) * norm(right))
-
-
-# --- K, Q and V composition ------------------------------------------------------------
-
-def _circuit_cases(receiver_circuit: str):
-    """Random circuits (different numbers of senders and receivers, so a transposed answer
-    has the wrong shape; one set of low rank, like real heads) and the model's own:
-    layer 0's OV circuits and layer 1's `receiver_circuit` ("QK" or "OV")."""
-
-    def cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-        gen = torch.Generator().manual_seed(rng.randrange(2**31))
-        full = (torch.randn(3, 16, 16, generator=gen), torch.randn(5, 16, 16, generator=gen))
-        low_rank = (random_circuits(4, 24, 6, gen), random_circuits(2, 24, 6, gen))
-        model = gm.model
-        with torch.no_grad():
-            real = (model.OV[0].AB, getattr(model, receiver_circuit)[1].AB)
-        second = "receiver_qk" if receiver_circuit == "QK" else "receiver_ov"
-        return [
-            Case(label, {"sender_ov": pair[0], second: pair[1]})
-            for label, pair in (("random 16 x 16 circuits, 3 senders, 5 receivers", full),
-                                ("random rank-6 24 x 24 circuits, 4 senders, 2 receivers", low_rank),
-                                (f"the model's layer-0 OV and layer-1 {receiver_circuit} circuits", real))
-        ]
-
-    return cases
-
-
-def _pairs(formula):
-    """[sender, receiver] scores of composition_score(*formula(OV_s, M_r)) for every pair."""
-
-    def scores(sender_ov: Tensor, receiver: Tensor) -> Tensor:
-        left, right = formula(sender_ov[:, None], receiver[None])
-        return ref.composition_score(left, right)
-
-    return scores
-
-
-def _t(m: Tensor) -> Tensor:
-    return m.transpose(-2, -1)
-
-
-# --- direct logit attribution ----------------------------------------------------------
-
-def _dla_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    model = gm.model
-    pairs = [("tutorial prompt", CLEAN_PROMPT, " Hart", " Carroll")]
-    drawn = random_case(rng) if gm.key != "gpt2-small" else short_case(model, rng)
-    pairs.append((drawn.label, drawn.clean_prompt, drawn.clean_answer, drawn.corrupt_answer))
-    short = short_case(model, rng)
-    pairs.append((short.label, short.clean_prompt, short.corrupt_answer, short.clean_answer))  # answers swapped
-    return [Case(f"{label}: {prompt!r}, {good!r} vs {bad!r}",
-                 {"model": MODEL, "cache": Cache(prompt), "clean_answer": good, "corrupt_answer": bad})
-            for label, prompt, good, bad in pairs]
-
-
-def _dla_variant(model, cache, clean_answer, corrupt_answer, *, scale_at=-1, use_scale=True, answer_only=False):
-    good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
-    direction = model.W_U[:, good] if answer_only else model.W_U[:, good] - model.W_U[:, bad]
-    scale = cache["ln_final.hook_scale"][0, scale_at] if use_scale else 1.0
-    W_O = model.W_O
-    z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"][0, -1] for layer in range(model.cfg.n_layers)])
-    return torch.einsum("lhd,lhdm->lhm", z, W_O) / scale @ direction
-
-
-def _dla_with(**knobs):
-    return lambda model, cache, clean_answer, corrupt_answer: _dla_variant(
-        model, cache, clean_answer, corrupt_answer, **knobs)
-
-
-# --- path patching -----------------------------------------------------------------------
-
-def _normalise(resid: Tensor, eps: float) -> Tensor:
-    """A folded LayerNorm: centre, then divide by the scale of this input."""
-    centred = resid - resid.mean(-1, keepdim=True)
-    return centred / (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-
-
-def far_pair(model, rng: random.Random, templates: tuple[str, ...]) -> PatchingCase:
-    """Two prompts that differ almost everywhere (other templates, other people) but have
-    the same number of tokens: on random weights one path carries only a small effect,
-    and a large change in the sender makes it measurable."""
-    while True:
-        clean_template, corrupt_template = rng.sample(templates, 2) if len(templates) > 1 else templates * 2
-        first, other, again = rng.sample(FIRST_NAMES, 3)
-        last, other_last = rng.sample(SURNAMES, 2)
-        clean = clean_template.format(first=first, last=last, again=first)
-        corrupt = corrupt_template.format(first=other, last=other_last, again=again)
-        if model.to_tokens(clean).shape == model.to_tokens(corrupt).shape:
-            return PatchingCase("prompts that differ everywhere", clean, corrupt, f" {last}", f" {other_last}")
-
-
-def _path_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    """gelu-2l: the tutorial's first-name corruption and prompts that differ everywhere;
-    gpt2-small: short prompts, with senders and receivers in any two layers. Values carry
-    the largest effects on random weights, so half the cases patch v."""
-    model = gm.model
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if gm.key == "gpt2-small":
-        pairs = [short_case(model, rng)] + [far_pair(model, rng, (SHORT_TEMPLATE,)) for _ in range(3)]
-    else:
-        pairs = [CORRUPTIONS["first_name"]] + [far_pair(model, rng, tuple(TEMPLATES[1:])) for _ in range(3)]
-    out = []
-    for pair, which in zip(pairs, ("k", "q", "v", "v")):
-        s_layer = rng.randrange(n_layers - 1)
-        r_layer = rng.randrange(s_layer + 1, n_layers)
-        sender, receiver = (s_layer, rng.randrange(n_heads)), (r_layer, rng.randrange(n_heads))
-        out.append(Case(f"{pair.label}: {sender[0]}.{sender[1]} -> {receiver[0]}.{receiver[1]} {which}",
-                        {"model": MODEL, **pair.as_args(), "sender": sender, "receiver": receiver,
-                         "receiver_input": which}))
-    return out
-
-
-def _path_variant(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer, sender, receiver,
-                  receiver_input, *, inputs=None, every_head=False, clean_scale=False, keep_clean_sender=False,
-                  swap_runs=False):
-    """The reference path patch with one knob turned: `inputs` (which of q, k, v get the
-    patched stream), `every_head` (every head of the receiver's layer), `clean_scale`
-    (LayerNorm keeps the clean run's scale), `keep_clean_sender` (the corrupt output is
-    added on top of the clean one), `swap_runs` (clean sender patched into the corrupt run)."""
-    if swap_runs:
-        clean_prompt, corrupt_prompt = corrupt_prompt, clean_prompt
-    (s_layer, s_head), (r_layer, r_head) = sender, receiver
-    _, clean = model.run_with_cache(clean_prompt)
-    _, corrupt = model.run_with_cache(corrupt_prompt)
-    z_name = f"blocks.{s_layer}.attn.hook_z"
-    W_O = model.W_O[s_layer, s_head]
-    added = corrupt[z_name][:, :, s_head] @ W_O
-    change = added if keep_clean_sender else added - clean[z_name][:, :, s_head] @ W_O
-    resid = clean[f"blocks.{r_layer}.hook_resid_pre"] + change
-    if clean_scale:
-        normalised = (resid - resid.mean(-1, keepdim=True)) / clean[f"blocks.{r_layer}.ln1.hook_scale"]
-    else:
-        normalised = _normalise(resid, model.cfg.eps)
-    heads = list(range(model.cfg.n_heads)) if every_head else [r_head]
-    hooks = []
-    for which in inputs or (receiver_input,):
-        weight, bias = getattr(model, f"W_{which.upper()}")[r_layer], getattr(model, f"b_{which.upper()}")[r_layer]
-        patched = torch.einsum("bpm,hmd->bphd", normalised, weight) + bias
-
-        def patch(activations, hook, patched=patched):
-            activations[:, :, heads] = patched[:, :, heads]
-            return activations
-
-        hooks.append((f"blocks.{r_layer}.attn.hook_{which}", patch))
-    final = model.run_with_hooks(clean_prompt, fwd_hooks=hooks)[0, -1]
-    return (final[model.to_single_token(clean_answer)] - final[model.to_single_token(corrupt_answer)]).item()
-
-
-def _path_with(**knobs):
-    def wrong(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer, sender, receiver, receiver_input):
-        return _path_variant(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer, sender, receiver,
-                             receiver_input, **knobs)
-
-    return wrong
-
-
-def _sender_everywhere(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer, sender, receiver,
-                       receiver_input):
-    """Chapter 2's head patch: the sender's hook_z from the corrupt run, on every path."""
-    s_layer, s_head = sender
-    _, corrupt = model.run_with_cache(corrupt_prompt)
-    name = f"blocks.{s_layer}.attn.hook_z"
-
-    def patch(activations, hook):
-        activations[:, :, s_head] = corrupt[name][:, :, s_head]
-        return activations
-
-    final = model.run_with_hooks(clean_prompt, fwd_hooks=[(name, patch)])[0, -1]
-    return (final[model.to_single_token(clean_answer)] - final[model.to_single_token(corrupt_answer)]).item()
-
-
-# --- positional-embedding patching ---------------------------------------------------------
-
-def _embedding_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    model = gm.model
-    drawn = short_case(model, rng) if gm.key == "gpt2-small" else random_case(rng)
-    short = short_case(model, rng)
-    prompts = [("tutorial prompt", CLEAN_PROMPT, " Hart", " Carroll", "hook_pos_embed"),
-               (drawn.label, drawn.clean_prompt, drawn.clean_answer, drawn.corrupt_answer, "hook_embed"),
-               (short.label, short.clean_prompt, short.clean_answer, short.corrupt_answer, "hook_pos_embed")]
-    return [
-        Case(f"{label}: {prompt!r}, {hook}",
-             {"model": MODEL, "prompt": prompt, "clean_answer": good, "corrupt_answer": bad, "embedding_hook": hook})
-        for label, prompt, good, bad, hook in prompts
-    ]
-
-
-def _embedding_variant(model, prompt, clean_answer, corrupt_answer, embedding_hook="hook_pos_embed", *,
-                       inputs=("v",), zero=False, clean_scale=False, hook_name=None, everywhere=False):
-    """The reference with one knob turned: which layer-0 inputs see the replaced stream,
-    zeros instead of the mean, the clean LayerNorm scale, a fixed hook, or the embedding
-    replaced at its own hook (so on every path)."""
-    embedding_hook = hook_name or embedding_hook
-    _, cache = model.run_with_cache(prompt)
-    embedding = cache[embedding_hook]
-    replacement = torch.zeros_like(embedding) if zero else embedding.mean(dim=1, keepdim=True).expand_as(embedding)
-    if everywhere:
-        hooks = [(embedding_hook, lambda activations, hook: replacement)]
-    else:
-        resid = cache["blocks.0.hook_resid_pre"] - embedding + replacement
-        if clean_scale:
-            normalised = (resid - resid.mean(-1, keepdim=True)) / cache["blocks.0.ln1.hook_scale"]
-        else:
-            normalised = _normalise(resid, model.cfg.eps)
-        hooks = []
-        for which in inputs:
-            weight, bias = getattr(model, f"W_{which.upper()}")[0], getattr(model, f"b_{which.upper()}")[0]
-            values = torch.einsum("bpm,hmd->bphd", normalised, weight) + bias
-            hooks.append((f"blocks.0.attn.hook_{which}", lambda activations, hook, values=values: values))
-    final = model.run_with_hooks(prompt, fwd_hooks=hooks)[0, -1]
-    return (final[model.to_single_token(clean_answer)] - final[model.to_single_token(corrupt_answer)]).item()
-
-
-def _embedding_with(**knobs):
-    def wrong(model, prompt, clean_answer, corrupt_answer, embedding_hook="hook_pos_embed"):
-        return _embedding_variant(model, prompt, clean_answer, corrupt_answer, embedding_hook, **knobs)
-
-    return wrong
-
-
-# --- ablations ---------------------------------------------------------------------------
-
-def _ablation_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
-    """Batches of the course's name prompts (short ones on gpt2-small) and random sets of
-    heads spread over layers, mean- and resample-ablated."""
-    model = gm.model
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    every = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    if gm.key == "gpt2-small":
-        batches = [random_batch(model, rng, 3, SHORT_TEMPLATE), random_batch(model, rng, 4, SHORT_TEMPLATE),
-                   random_batch(model, rng, 3, SHORT_TEMPLATE)]
-    else:
-        batches = [name_batch(), random_batch(model, rng, 4, rng.choice(TEMPLATES)),
-                   random_batch(model, rng, 5, SHORT_TEMPLATE)]
-    out = []
-    for batch, method in zip(batches, ("mean", "resample", "mean")):
-        heads = sorted(rng.sample(every, rng.randint(2, len(every) // 2)))
-        out.append(Case(f"{batch.label}, {method}, {len(heads)} heads",
-                        {"model": MODEL, **batch.as_args(), "heads": heads, "method": method}))
-    # The fixed case: every head but two ablated, resampled (the chapter's faithfulness run).
-    keep = {(0, 0), (n_layers - 1, n_heads - 1)}
-    out.append(Case("the course's name batch, resample, all heads but two",
-                    {"model": MODEL, **name_batch().as_args(), "heads": [h for h in every if h not in keep],
-                     "method": "resample"}))
-    return out
-
-
-def _ablation_variant(model, prompts, answers, wrong_answers, heads, method="mean", *, zeros=False,
-                      over_positions=False, whole_layers=False, always_mean=False, reduce="mean"):
-    """The reference ablation with one knob turned."""
-    if always_mean:
-        method = "mean"
-    tokens = model.to_tokens(list(prompts))
-    _, cache = model.run_with_cache(tokens)
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, []).append(head)
-    if whole_layers:
-        by_layer = {layer: list(range(model.cfg.n_heads)) for layer in by_layer}
-
-    def ablate(activations: Tensor, hook: HookPoint) -> Tensor:
-        layer_heads = by_layer[int(hook.name.split(".")[1])]
-        clean = cache[hook.name][:, :, layer_heads]
-        if method == "mean" and zeros:
-            replacement = torch.zeros_like(clean)
-        elif method == "mean":
-            dims = (0, 1) if over_positions else (0,)
-            replacement = clean.mean(dim=dims, keepdim=True).expand_as(clean)
-        else:
-            replacement = clean.roll(-1, dims=0)
-        activations[:, :, layer_heads] = replacement
-        return activations
-
-    final = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_z", ablate) for layer in by_layer])
-    final = final[:, -1]
-    rows = torch.arange(len(prompts), device=final.device)
-    good = torch.tensor([model.to_single_token(a) for a in answers], device=final.device)
-    bad = torch.tensor([model.to_single_token(a) for a in wrong_answers], device=final.device)
-    diffs = final[rows, good] - final[rows, bad]
-    return {"mean": diffs.mean(), "sum": diffs.sum(), "first": diffs[0]}[reduce].item()
-
-
-def _ablation_with(**knobs):
-    def wrong(model, prompts, answers, wrong_answers, heads, method="mean"):
-        return _ablation_variant(model, prompts, answers, wrong_answers, heads, method, **knobs)
-
-    return wrong
-
-
-# --- public properties -------------------------------------------------------------------
-# What the chapter says each answer must do, checked without the reference. Every number
-# a property compares with is computed here, from the model, before any learner code runs.
-
-def _outer(a: Tensor, b: Tensor) -> Tensor:
-    return a[:, None] * b[None, :]
 
 
 def _score_properties(gm: GradingModel) -> list[Property]:
@@ -425,6 +108,42 @@ def _score_properties(gm: GradingModel) -> list[Property]:
         Property("leading dimensions broadcast: [2, 1, m, m] with [1, 3, m, m] gives [2, 3] single scores",
                  (batched, *singles), broadcast),
     ]
+
+
+COMPOSITION_SCORE = Exercise(
+    name="composition_score",
+    hint="Multiply left @ right, take the Frobenius norm over the last two dimensions (.norm(dim=(-2, -1))), and divide by the product of the two inputs' Frobenius norms, taken the same way, so leading batch dimensions survive.",
+    chapter=CHAPTER,
+    section="Composition scores",
+    cases=_score_cases,
+    properties=_score_properties,
+    compare=kit.COMPUTED,
+)
+
+
+# ---------------------------------------------------------------- k_composition_scores
+
+def _circuit_cases(receiver_circuit: str):
+    """Random circuits (different numbers of senders and receivers, so a transposed answer
+    has the wrong shape; one set of low rank, like real heads) and the model's own:
+    layer 0's OV circuits and layer 1's `receiver_circuit` ("QK" or "OV")."""
+
+    def cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+        gen = torch.Generator().manual_seed(rng.randrange(2**31))
+        full = (torch.randn(3, 16, 16, generator=gen), torch.randn(5, 16, 16, generator=gen))
+        low_rank = (random_circuits(4, 24, 6, gen), random_circuits(2, 24, 6, gen))
+        model = gm.model
+        with torch.no_grad():
+            real = (model.OV[0].AB, getattr(model, receiver_circuit)[1].AB)
+        second = "receiver_qk" if receiver_circuit == "QK" else "receiver_ov"
+        return [
+            Case(label, {"sender_ov": pair[0], second: pair[1]})
+            for label, pair in (("random 16 x 16 circuits, 3 senders, 5 receivers", full),
+                                ("random rank-6 24 x 24 circuits, 4 senders, 2 receivers", low_rank),
+                                (f"the model's layer-0 OV and layer-1 {receiver_circuit} circuits", real))
+        ]
+
+    return cases
 
 
 def _handmade_circuits() -> dict[str, Tensor]:
@@ -469,10 +188,61 @@ def _circuit_properties(receiver: str, expected: list[list[float]], story: str):
     return properties
 
 
-def _final_logit_diff(model, prompt, good: str, bad: str) -> float:
-    with torch.no_grad():
-        final = model(prompt)[0, -1]
-    return (final[model.to_single_token(good)] - final[model.to_single_token(bad)]).item()
+K_COMPOSITION_SCORES = Exercise(
+    name="k_composition_scores",
+    hint="Broadcast instead of looping: composition_score(sender_ov[:, None], receiver_qk.transpose(-2, -1)[None]) scores every sender (rows) against every receiver (columns), with the pair's matrix OV_sender @ QK_receiver.T.",
+    chapter=CHAPTER,
+    section="Which heads compose?",
+    cases=_circuit_cases("QK"),
+    properties=_circuit_properties(
+        "receiver_qk", [[1, 0, 0], [0, 0, 1]],
+        "a receiver whose keys read what a sender writes scores 1, one whose queries read it 0"),
+    compare=kit.COMPUTED,
+)
+
+
+# ---------------------------------------------------------------- q_composition_scores
+
+Q_COMPOSITION_SCORES = Exercise(
+    name="q_composition_scores",
+    hint="Like the K-composition, but the sender writes into the query side: the pair's matrix is OV_sender @ QK_receiver, with no transpose; composition_score(sender_ov[:, None], receiver_qk[None]).",
+    chapter=CHAPTER,
+    section="Which heads compose?",
+    cases=_circuit_cases("QK"),
+    properties=_circuit_properties(
+        "receiver_qk", [[0, 1, 0], [0, 0, 0]],
+        "a receiver whose queries read what a sender writes scores 1, one whose keys read it 0"),
+    compare=kit.COMPUTED,
+)
+
+
+# ---------------------------------------------------------------- v_composition_scores
+
+V_COMPOSITION_SCORES = Exercise(
+    name="v_composition_scores",
+    hint="The receiver moves on what the sender wrote: the pair's matrix is OV_sender @ OV_receiver (a row vector passes the sender first); composition_score(sender_ov[:, None], receiver_ov[None]).",
+    chapter=CHAPTER,
+    section="Which heads compose?",
+    cases=_circuit_cases("OV"),
+    properties=_circuit_properties(
+        "receiver_ov", [[1, 0, 0], [0, 1, 0]],
+        "a receiver whose values read what a sender writes scores 1, one reading elsewhere 0"),
+    compare=kit.COMPUTED,
+)
+
+
+# ---------------------------------------------------------------- direct_logit_attribution
+
+def _dla_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    model = gm.model
+    pairs = [("tutorial prompt", CLEAN_PROMPT, " Hart", " Carroll")]
+    drawn = kit.fresh_pair(gm, rng)
+    pairs.append((drawn.label, drawn.clean_prompt, drawn.clean_answer, drawn.corrupt_answer))
+    short = short_case(model, rng)
+    pairs.append((short.label, short.clean_prompt, short.corrupt_answer, short.clean_answer))  # answers swapped
+    return [Case(f"{label}: {prompt!r}, {good!r} vs {bad!r}",
+                 {"model": MODEL, "cache": Cache(prompt), "clean_answer": good, "corrupt_answer": bad})
+            for label, prompt, good, bad in pairs]
 
 
 def _dla_properties(gm: GradingModel) -> list[Property]:
@@ -485,334 +255,236 @@ def _dla_properties(gm: GradingModel) -> list[Property]:
         layers = torch.stack([(cache[f"blocks.{layer}.hook_attn_out"][0, -1] - model.b_O[layer]) / scale @ direction
                               for layer in range(model.cfg.n_layers)])
     args = {"model": MODEL, "cache": Cache(CLEAN_PROMPT), "clean_answer": " Hart", "corrupt_answer": " Carroll"}
-    swapped = {**args, "clean_answer": " Carroll", "corrupt_answer": " Hart"}
     same = {**args, "corrupt_answer": " Hart"}
+    form = kit.tensor_of(shape)
     return [
-        Property(f"shape {list(shape)}, finite floats", (args,), lambda a: shaped(a[0], shape)),
-        Property("swapping the answers flips the sign", (args, swapped), lambda a: shaped(a[0], shape)
-                 or shaped(a[1], shape) or close(a[1], -a[0], "swapped answers")),
-        Property("the same answer twice gives zeros", (same,), lambda a: shaped(a[0], shape)
-                 or close(a[0], torch.zeros(shape), "same answer")),
+        kit.has_form(f"shape {list(shape)}, finite floats", args, form),
+        kit.sign_flip(args, kit.swapped_answers(args), form, "swapped answers"),
+        kit.equals("the same answer twice gives zeros", (same,), form, torch.zeros(shape), "same answer"),
         Property("a layer's heads add up to its attention output (minus b_O), as the chapter says", (args,),
-                 lambda a: shaped(a[0], shape) or close(a[0].sum(dim=1), layers, "row sums", atol=1e-3)),
+                 lambda a: form.problem(a[0]) or close(a[0].sum(dim=1), layers, "row sums", atol=1e-3)),
     ]
 
 
-def _first_problem(answers: list) -> Optional[str]:
-    return next((p for p in map(number, answers) if p is not None), None)
+DIRECT_LOGIT_ATTRIBUTION = Exercise(
+    name="direct_logit_attribution",
+    hint="For each layer, take z = cache['blocks.{layer}.attn.hook_z'][0, -1] ([head, d_head]) times W_O[layer] ([head, d_head, d_model]) to get each head's output; divide by cache['ln_final.hook_scale'][0, -1] and take the dot product with W_U[:, clean] - W_U[:, corrupt].",
+    chapter=CHAPTER,
+    section="Direct logit attribution",
+    cases=_dla_cases,
+    properties=_dla_properties,
+    compare=close_tensor(atol=1e-4, rtol=1e-3),
+)
 
 
-def _numbers(answers: list) -> list[float]:
-    return [float(a) for a in answers]
+# ---------------------------------------------------------------- path_patch_to_head_input
+
+def far_pair(model, rng: random.Random, templates: tuple[str, ...]) -> PatchingCase:
+    """Two prompts that differ almost everywhere (other templates, other people) but have
+    the same number of tokens: on random weights one path carries only a small effect,
+    and a large change in the sender makes it measurable."""
+    while True:
+        clean_template, corrupt_template = rng.sample(templates, 2) if len(templates) > 1 else templates * 2
+        first, other, again = rng.sample(FIRST_NAMES, 3)
+        last, other_last = rng.sample(SURNAMES, 2)
+        clean = clean_template.format(first=first, last=last, again=first)
+        corrupt = corrupt_template.format(first=other, last=other_last, again=again)
+        if model.to_tokens(clean).shape == model.to_tokens(corrupt).shape:
+            return PatchingCase("prompts that differ everywhere", clean, corrupt, f" {last}", f" {other_last}")
+
+
+def _path_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    """gelu-2l: the tutorial's first-name corruption and prompts that differ everywhere;
+    gpt2-small: short prompts, with senders and receivers in any two layers. Values carry
+    the largest effects on random weights, so half the cases patch v."""
+    model = gm.model
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if gm.key == kit.SLOW_MODEL:
+        pairs = [short_case(model, rng)] + [far_pair(model, rng, (SHORT_TEMPLATE,)) for _ in range(3)]
+    else:
+        pairs = [CORRUPTIONS["first_name"]] + [far_pair(model, rng, tuple(TEMPLATES[1:])) for _ in range(3)]
+    out = []
+    for pair, which in zip(pairs, ("k", "q", "v", "v")):
+        s_layer = rng.randrange(n_layers - 1)
+        r_layer = rng.randrange(s_layer + 1, n_layers)
+        sender, receiver = (s_layer, rng.randrange(n_heads)), (r_layer, rng.randrange(n_heads))
+        out.append(Case(f"{pair.label}: {sender[0]}.{sender[1]} -> {receiver[0]}.{receiver[1]} {which}",
+                        {"model": MODEL, **pair.as_args(), "sender": sender, "receiver": receiver,
+                         "receiver_input": which}))
+    return out
 
 
 def _path_properties(gm: GradingModel) -> list[Property]:
     model = gm.model
-    pair = SHORT_PAIR  # 4 tokens with BOS: quick on any model
-    baseline = _final_logit_diff(model, pair.clean_prompt, pair.clean_answer, pair.corrupt_answer)
+    pair = kit.SHORT_PAIR  # 4 tokens with BOS: quick on any model
+    baseline = pair.logit_diff(model, pair.clean_prompt)
     receiver = (model.cfg.n_layers - 1, 1)
-    args = {"model": MODEL, **pair.as_args(), "sender": (0, 0), "receiver": receiver, "receiver_input": "v"}
-    identical = {**args, "corrupt_prompt": pair.clean_prompt}
-    swapped = {**args, "clean_answer": pair.corrupt_answer, "corrupt_answer": pair.clean_answer}
+    args = {**kit.pair_args(pair), "sender": (0, 0), "receiver": receiver, "receiver_input": "v"}
+    identical = kit.identical_run(args)
     by_input = tuple({**args, "receiver_input": which} for which in "qkv")
     other = {**args, "receiver": (receiver[0], 2)}
 
-    def equals_clean(answers: list) -> Optional[str]:
-        if (problem := _first_problem(answers)) is not None:
-            return problem
-        return close(torch.tensor(_numbers(answers)), torch.full((len(answers),), baseline),
-                     "with corrupt_prompt = clean_prompt (q, k, v)", atol=1e-3)
-
     def three_paths(answers: list) -> Optional[str]:
-        if (problem := _first_problem(answers)) is not None:
+        if (problem := kit.NUMBER.first_problem(answers)) is not None:
             return problem
         got = dict(zip("qkv", _numbers(answers)))
         return None if len({round(x, 7) for x in got.values()}) == 3 else f"got {got}; is receiver_input read?"
 
     def other_head(answers: list) -> Optional[str]:
-        if (problem := _first_problem(answers)) is not None:
+        if (problem := kit.NUMBER.first_problem(answers)) is not None:
             return problem
         one, two = _numbers(answers)
         return None if abs(one - two) > 1e-7 else (
             f"receivers {receiver[0]}.1 and {receiver[0]}.2 gave the same {one:.6g}; is only the receiver head patched?")
 
     return [
-        Property("returns one number", (args,), _first_problem),
-        Property("patching from an identical run gives the clean logit difference (q, k and v)",
-                 tuple({**identical, "receiver_input": which} for which in "qkv"), equals_clean),
-        Property("swapping the answers flips the sign", (args, swapped), lambda a: _first_problem(a) or close(
-            torch.tensor(float(a[1])), -torch.tensor(float(a[0])), "swapped answers")),
+        kit.has_form("returns one number", args, kit.NUMBER),
+        kit.equals("patching from an identical run gives the clean logit difference (q, k and v)",
+                   tuple({**identical, "receiver_input": which} for which in "qkv"), kit.NUMBER,
+                   torch.full((3,), baseline), "with corrupt_prompt = clean_prompt (q, k, v)", atol=1e-3),
+        kit.sign_flip(args, kit.swapped_answers(args), kit.NUMBER, "swapped answers"),
         Property("q, k and v are three different paths", by_input, three_paths),
         Property("another receiver head gives another answer", (args, other), other_head),
     ]
 
 
+PATH_PATCH_TO_HEAD_INPUT = Exercise(
+    name="path_patch_to_head_input",
+    hint="Take the sender's output change (z_corrupt - z_clean)[:, :, head] @ W_O[layer, head], add it to the clean blocks.{receiver layer}.hook_resid_pre, normalise that afresh (centre, divide by sqrt(mean square + eps)), multiply by the receiver's W_Q/W_K/W_V and add its bias, and write the result into that head only of hook_q/hook_k/hook_v in a clean run.",
+    chapter=CHAPTER,
+    section="Path patching: composition tested causally",
+    cases=_path_cases,
+    properties=_path_properties,
+    # One path's effect on random weights is small (1e-4 to 1e-2), so the comparison is
+    # tight; other exact implementations (e.g. TransformerLens's split q/k/v inputs)
+    # agree with the reference to 1e-5 (tests/test_ch04_matches_tl.py).
+    compare=close_float(atol=2e-5, rtol=1e-5),
+)
+
+
+# ---------------------------------------------------------------- positional_embedding_patch
+
+def _embedding_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    model = gm.model
+    drawn = kit.fresh_pair(gm, rng)
+    short = short_case(model, rng)
+    prompts = [("tutorial prompt", CLEAN_PROMPT, " Hart", " Carroll", "hook_pos_embed"),
+               (drawn.label, drawn.clean_prompt, drawn.clean_answer, drawn.corrupt_answer, "hook_embed"),
+               (short.label, short.clean_prompt, short.clean_answer, short.corrupt_answer, "hook_pos_embed")]
+    return [
+        Case(f"{label}: {prompt!r}, {hook}",
+             {"model": MODEL, "prompt": prompt, "clean_answer": good, "corrupt_answer": bad, "embedding_hook": hook})
+        for label, prompt, good, bad, hook in prompts
+    ]
+
+
 def _embedding_properties(gm: GradingModel) -> list[Property]:
     model = gm.model
-    pair = SHORT_PAIR
+    pair = kit.SHORT_PAIR
     repeated = "<|endoftext|>" * 3  # the same token at every position: its mean is itself
-    unchanged = _final_logit_diff(model, repeated, pair.clean_answer, pair.corrupt_answer)
+    unchanged = kit.final_logit_diff(model, repeated, pair.clean_answer, pair.corrupt_answer)
     args = {"model": MODEL, "prompt": pair.clean_prompt, "clean_answer": pair.clean_answer,
             "corrupt_answer": pair.corrupt_answer, "embedding_hook": "hook_pos_embed"}
-    swapped = {**args, "clean_answer": pair.corrupt_answer, "corrupt_answer": pair.clean_answer}
     token = {**args, "embedding_hook": "hook_embed"}
 
     def differ(answers: list) -> Optional[str]:
-        if (problem := _first_problem(answers)) is not None:
+        if (problem := kit.NUMBER.first_problem(answers)) is not None:
             return problem
         position, tokens = _numbers(answers)
         return None if abs(position - tokens) > 1e-6 else "both embeddings gave the same answer; is embedding_hook read?"
 
     return [
-        Property("returns one number", (args,), _first_problem),
-        Property("swapping the answers flips the sign", (args, swapped), lambda a: _first_problem(a) or close(
-            torch.tensor(float(a[1])), -torch.tensor(float(a[0])), "swapped answers")),
-        Property("hook_embed on a prompt of one repeated token changes nothing",
-                 ({**token, "prompt": repeated},), lambda a: _first_problem(a) or close(
-                     torch.tensor(float(a[0])), torch.tensor(unchanged), "the repeated-token prompt", atol=1e-3)),
+        kit.has_form("returns one number", args, kit.NUMBER),
+        kit.sign_flip(args, kit.swapped_answers(args), kit.NUMBER, "swapped answers"),
+        kit.equals("hook_embed on a prompt of one repeated token changes nothing", ({**token, "prompt": repeated},),
+                   kit.NUMBER, torch.tensor(unchanged), "the repeated-token prompt", atol=1e-3),
         Property("hook_embed and hook_pos_embed patch different things", (args, token), differ),
     ]
+
+
+POSITIONAL_EMBEDDING_PATCH = Exercise(
+    name="positional_embedding_patch",
+    hint="From the cache of the prompt: resid = blocks.0.hook_resid_pre - emb + emb.mean(dim=1, keepdim=True), where emb = cache[embedding_hook]; normalise resid afresh, multiply by W_V[0] and add b_V[0], and return that from a hook on blocks.0.attn.hook_v.",
+    chapter=CHAPTER,
+    section="Positional embeddings: which information does layer 0 move?",
+    cases=_embedding_cases,
+    properties=_embedding_properties,
+    compare=close_float(atol=1e-4, rtol=1e-4),  # on random weights some mistakes move it by 3e-3 only
+)
+
+
+# ---------------------------------------------------------------- ablate_heads
+
+def _ablation_cases(gm: GradingModel, rng: random.Random) -> list[Case]:
+    """Batches of the course's name prompts (short ones on gpt2-small) and random sets of
+    heads spread over layers, mean- and resample-ablated."""
+    model = gm.model
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    every = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    if gm.key == kit.SLOW_MODEL:
+        batches = [random_batch(model, rng, 3, SHORT_TEMPLATE), random_batch(model, rng, 4, SHORT_TEMPLATE),
+                   random_batch(model, rng, 3, SHORT_TEMPLATE)]
+    else:
+        batches = [name_batch(), random_batch(model, rng, 4, rng.choice(TEMPLATES)),
+                   random_batch(model, rng, 5, SHORT_TEMPLATE)]
+    out = []
+    for batch, method in zip(batches, ("mean", "resample", "mean")):
+        heads = sorted(rng.sample(every, rng.randint(2, len(every) // 2)))
+        out.append(Case(f"{batch.label}, {method}, {len(heads)} heads",
+                        {"model": MODEL, **batch.as_args(), "heads": heads, "method": method}))
+    # The fixed case: every head but two ablated, resampled (the chapter's faithfulness run).
+    keep = {(0, 0), (n_layers - 1, n_heads - 1)}
+    out.append(Case("the course's name batch, resample, all heads but two",
+                    {"model": MODEL, **name_batch().as_args(), "heads": [h for h in every if h not in keep],
+                     "method": "resample"}))
+    return out
 
 
 def _ablation_properties(gm: GradingModel) -> list[Property]:
     model = gm.model
     prompts, answers, wrong = ["Alex Hart Alex", "Mary Clark Mary"], [" Hart", " Clark"], [" Clark", " Hart"]
     heads = [(0, 0), (model.cfg.n_layers - 1, 1)]
-    clean = [_final_logit_diff(model, *row) for row in zip(prompts, answers, wrong)]
+    clean = [kit.final_logit_diff(model, *row) for row in zip(prompts, answers, wrong)]
     batch = {"model": MODEL, "prompts": prompts, "answers": answers, "wrong_answers": wrong}
     one_prompt = {**batch, "prompts": prompts[:1] * 3, "answers": answers[:1] * 3, "wrong_answers": wrong[:1] * 3}
     ablated = {**batch, "heads": heads, "method": "mean"}
 
-    def near(expected: float, what: str) -> Callable[[list], Optional[str]]:
-        return lambda a: _first_problem(a) or close(torch.tensor(float(a[0])), torch.tensor(expected), what, atol=1e-3)
+    def near(label: str, call: dict, expected: float, what: str) -> Property:
+        return kit.equals(label, (call,), kit.NUMBER, torch.tensor(expected), what, atol=1e-3)
 
     def differ(message: str) -> Callable[[list], Optional[str]]:
-        return lambda a: _first_problem(a) or (None if abs(float(a[0]) - float(a[1])) > 1e-7 else message)
+        return lambda a: kit.NUMBER.first_problem(a) or (None if abs(float(a[0]) - float(a[1])) > 1e-7 else message)
 
     props = [
-        Property("returns one number", (ablated,), _first_problem),
-        Property("ablating no heads gives the batch's mean logit difference", ({**batch, "heads": [], "method": "mean"},),
-                 near(sum(clean) / len(clean), "with heads=[]")),
+        kit.has_form("returns one number", ablated, kit.NUMBER),
+        near("ablating no heads gives the batch's mean logit difference", {**batch, "heads": [], "method": "mean"},
+             sum(clean) / len(clean), "with heads=[]"),
     ]
     for method in ("mean", "resample"):
-        props.append(Property(f"{method}: a batch of one prompt three times is its own mean and resample",
-                              ({**one_prompt, "heads": heads, "method": method},),
-                              near(clean[0], "ablating heads over identical prompts")))
+        props.append(near(f"{method}: a batch of one prompt three times is its own mean and resample",
+                          {**one_prompt, "heads": heads, "method": method}, clean[0],
+                          "ablating heads over identical prompts"))
     props += [
         Property("mean and resample ablation differ", (ablated, {**ablated, "method": "resample"}),
                  differ("both methods gave the same number; is `method` read?")),
         Property("ablating head 0.0 and head 0.1 differ",
                  ({**ablated, "heads": [(0, 0)]}, {**ablated, "heads": [(0, 1)]}),
                  differ("two different heads gave the same number; is only the listed head ablated?")),
-        Property("swapping answers and wrong answers flips the sign",
-                 (ablated, {**ablated, "answers": wrong, "wrong_answers": answers}),
-                 lambda a: _first_problem(a) or close(torch.tensor(float(a[1])), -torch.tensor(float(a[0])),
-                                                      "swapped answers")),
+        kit.sign_flip(ablated, kit.swapped_answers(ablated, "answers", "wrong_answers"), kit.NUMBER,
+                      "swapped answers", label="swapping answers and wrong answers flips the sign"),
     ]
     return props
 
 
-EXERCISES = [
-    Exercise(
-        name="composition_score",
-        hint="Multiply left @ right, take the Frobenius norm over the last two dimensions (.norm(dim=(-2, -1))), and divide by the product of the two inputs' Frobenius norms, taken the same way, so leading batch dimensions survive.",
-        chapter=CHAPTER,
-        section="Composition scores",
-        cases=_score_cases,
-        properties=_score_properties,
-        compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes_inline=(
-            Mistake("multiplied right @ left", "The product is left @ right: left's output is what right reads.",
-                    _reversed_product),
-            Mistake("left out the normalisation", "Divide ||left @ right||_F by ||left||_F * ||right||_F.",
-                    _unnormalised),
-            Mistake("divided by the sum of the two norms", "Divide by their product: ||left||_F * ||right||_F.",
-                    _sum_of_norms),
-            Mistake("squared the norms", "Use the Frobenius norms themselves, not their squares.", _squared),
-            Mistake("took one norm over the whole batch",
-                    "Take each norm over the last two dimensions only: .norm(dim=(-2, -1)).", _whole_batch_norm),
-            Mistake("used the spectral norm (the largest singular value)",
-                    "The score uses the Frobenius norm: the square root of the sum of squared entries.", _spectral),
-        ),
-    ),
-    Exercise(
-        name="k_composition_scores",
-        hint="Broadcast instead of looping: composition_score(sender_ov[:, None], receiver_qk.transpose(-2, -1)[None]) scores every sender (rows) against every receiver (columns), with the pair's matrix OV_sender @ QK_receiver.T.",
-        chapter=CHAPTER,
-        section="Which heads compose?",
-        cases=_circuit_cases("QK"),
-        properties=_circuit_properties(
-            "receiver_qk", [[1, 0, 0], [0, 0, 1]],
-            "a receiver whose keys read what a sender writes scores 1, one whose queries read it 0"),
-        compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes_inline=(
-            Mistake("left the receiver's QK untransposed (that is Q-composition)",
-                    "A sender writing into the keys meets QK from the right: use OV_sender @ QK_receiver.T.",
-                    lambda sender_ov, receiver_qk: ref.q_composition_scores(sender_ov, receiver_qk)),
-            Mistake("used the paper's column-vector formula with TransformerLens's row-vector matrices (QK @ OV)",
-                    "TransformerLens's OV and QK act on row vectors: the K-composition matrix is "
-                    "OV_sender @ QK_receiver.T.",
-                    lambda sender_ov, receiver_qk: _pairs(lambda ov, qk: (qk, ov))(sender_ov, receiver_qk)),
-            Mistake("transposed the sender's OV instead of the receiver's QK",
-                    "Only the receiver's QK is transposed: OV_sender @ QK_receiver.T.",
-                    lambda sender_ov, receiver_qk: _pairs(lambda ov, qk: (_t(ov), qk))(sender_ov, receiver_qk)),
-            Mistake("returned [receiver, sender]", "Rows are sender heads, columns receiver heads.",
-                    lambda sender_ov, receiver_qk: ref.k_composition_scores(sender_ov, receiver_qk).T),
-        ),
-    ),
-    Exercise(
-        name="q_composition_scores",
-        hint="Like the K-composition, but the sender writes into the query side: the pair's matrix is OV_sender @ QK_receiver, with no transpose; composition_score(sender_ov[:, None], receiver_qk[None]).",
-        chapter=CHAPTER,
-        section="Which heads compose?",
-        cases=_circuit_cases("QK"),
-        properties=_circuit_properties(
-            "receiver_qk", [[0, 1, 0], [0, 0, 0]],
-            "a receiver whose queries read what a sender writes scores 1, one whose keys read it 0"),
-        compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes_inline=(
-            Mistake("transposed the receiver's QK (that is K-composition)",
-                    "A sender writing into the queries meets QK from the left: OV_sender @ QK_receiver.",
-                    lambda sender_ov, receiver_qk: ref.k_composition_scores(sender_ov, receiver_qk)),
-            Mistake("used the paper's column-vector formula with TransformerLens's row-vector matrices (QK.T @ OV)",
-                    "TransformerLens's OV and QK act on row vectors: the Q-composition matrix is "
-                    "OV_sender @ QK_receiver.",
-                    lambda sender_ov, receiver_qk: _pairs(lambda ov, qk: (_t(qk), ov))(sender_ov, receiver_qk)),
-            Mistake("multiplied QK_receiver @ OV_sender",
-                    "A row vector passes the sender first: OV_sender @ QK_receiver.",
-                    lambda sender_ov, receiver_qk: _pairs(lambda ov, qk: (qk, ov))(sender_ov, receiver_qk)),
-            Mistake("returned [receiver, sender]", "Rows are sender heads, columns receiver heads.",
-                    lambda sender_ov, receiver_qk: ref.q_composition_scores(sender_ov, receiver_qk).T),
-        ),
-    ),
-    Exercise(
-        name="v_composition_scores",
-        hint="The receiver moves on what the sender wrote: the pair's matrix is OV_sender @ OV_receiver (a row vector passes the sender first); composition_score(sender_ov[:, None], receiver_ov[None]).",
-        chapter=CHAPTER,
-        section="Which heads compose?",
-        cases=_circuit_cases("OV"),
-        properties=_circuit_properties(
-            "receiver_ov", [[1, 0, 0], [0, 1, 0]],
-            "a receiver whose values read what a sender writes scores 1, one reading elsewhere 0"),
-        compare=close_tensor(atol=1e-5, rtol=1e-4),
-        mistakes_inline=(
-            Mistake("multiplied OV_receiver @ OV_sender",
-                    "A row vector passes the sender first: OV_sender @ OV_receiver.",
-                    lambda sender_ov, receiver_ov: _pairs(lambda a, b: (b, a))(sender_ov, receiver_ov)),
-            Mistake("transposed the receiver's OV",
-                    "Nothing is transposed in V-composition: OV_sender @ OV_receiver.",
-                    lambda sender_ov, receiver_ov: _pairs(lambda a, b: (a, _t(b)))(sender_ov, receiver_ov)),
-            Mistake("returned [receiver, sender]", "Rows are sender heads, columns receiver heads.",
-                    lambda sender_ov, receiver_ov: ref.v_composition_scores(sender_ov, receiver_ov).T),
-        ),
-    ),
-    Exercise(
-        name="direct_logit_attribution",
-        hint="For each layer, take z = cache['blocks.{layer}.attn.hook_z'][0, -1] ([head, d_head]) times W_O[layer] ([head, d_head, d_model]) to get each head's output; divide by cache['ln_final.hook_scale'][0, -1] and take the dot product with W_U[:, clean] - W_U[:, corrupt].",
-        chapter=CHAPTER,
-        section="Direct logit attribution",
-        cases=_dla_cases,
-        properties=_dla_properties,
-        compare=close_tensor(atol=1e-4, rtol=1e-3),
-        mistakes_inline=(
-            Mistake("left out the final LayerNorm's scale",
-                    "Divide each head's output by cache['ln_final.hook_scale'][0, -1] before unembedding.",
-                    _dla_with(use_scale=False)),
-            Mistake("used the LayerNorm scale of position 0",
-                    "Use the scale of the final position: cache['ln_final.hook_scale'][0, -1].",
-                    _dla_with(scale_at=0)),
-            Mistake("attributed the clean answer's logit, not the logit difference",
-                    "Unembed with W_U[:, clean] - W_U[:, corrupt].", _dla_with(answer_only=True)),
-            Mistake("subtracted the wrong way round", "The direction is W_U[:, clean_answer] - W_U[:, corrupt_answer].",
-                    lambda model, cache, clean_answer, corrupt_answer: -ref.direct_logit_attribution(
-                        model, cache, clean_answer, corrupt_answer)),
-            Mistake("returned [n_heads, n_layers]", "Rows are layers, columns heads: [n_layers, n_heads].",
-                    lambda model, cache, clean_answer, corrupt_answer: ref.direct_logit_attribution(
-                        model, cache, clean_answer, corrupt_answer).T),
-        ),
-    ),
-    Exercise(
-        name="path_patch_to_head_input",
-        hint="Take the sender's output change (z_corrupt - z_clean)[:, :, head] @ W_O[layer, head], add it to the clean blocks.{receiver layer}.hook_resid_pre, normalise that afresh (centre, divide by sqrt(mean square + eps)), multiply by the receiver's W_Q/W_K/W_V and add its bias, and write the result into that head only of hook_q/hook_k/hook_v in a clean run.",
-        chapter=CHAPTER,
-        section="Path patching: composition tested causally",
-        cases=_path_cases,
-        properties=_path_properties,
-        # One path's effect on random weights is small (1e-4 to 1e-2), so the comparison is
-        # tight; other exact implementations (e.g. TransformerLens's split q/k/v inputs)
-        # agree with the reference to 1e-5 (tests/test_ch04_matches_tl.py).
-        compare=close_float(atol=2e-5, rtol=1e-5),
-        mistakes_inline=(
-            Mistake("patched the sender into the receiver's q, k and v at once",
-                    "Patch only the input named by receiver_input.", _path_with(inputs=("q", "k", "v"))),
-            Mistake("patched that input of every head in the receiver's layer",
-                    "Write the recomputed vectors into the receiver head only: activations[:, :, head].",
-                    _path_with(every_head=True)),
-            Mistake("patched the sender's output on every path (its hook_z, as in chapter 2)",
-                    "Leave the sender's hook_z clean; change only what the receiver's input reads.",
-                    _sender_everywhere),
-            Mistake("kept the clean run's LayerNorm scale",
-                    "The scale depends on the input: normalise the patched residual stream afresh.",
-                    _path_with(clean_scale=True)),
-            Mistake("added the corrupt sender output without taking away the clean one",
-                    "Add the difference: (z_corrupt - z_clean) @ W_O of the sender head.",
-                    _path_with(keep_clean_sender=True)),
-            Mistake("patched the clean sender into the corrupt run",
-                    "Run the clean prompt and take the sender's output from the corrupt run.",
-                    _path_with(swap_runs=True)),
-        ),
-    ),
-    Exercise(
-        name="positional_embedding_patch",
-        hint="From the cache of the prompt: resid = blocks.0.hook_resid_pre - emb + emb.mean(dim=1, keepdim=True), where emb = cache[embedding_hook]; normalise resid afresh, multiply by W_V[0] and add b_V[0], and return that from a hook on blocks.0.attn.hook_v.",
-        chapter=CHAPTER,
-        section="Positional embeddings: which information does layer 0 move?",
-        cases=_embedding_cases,
-        properties=_embedding_properties,
-        compare=close_float(atol=1e-4, rtol=1e-4),  # on random weights some mistakes move it by 3e-3 only
-        mistakes_inline=(
-            Mistake("replaced the embedding on every path (at its own hook), not only in layer 0's values",
-                    "Leave the embedding hook alone: recompute only layer 0's hook_v from the changed stream.",
-                    _embedding_with(everywhere=True)),
-            Mistake("replaced it in layer 0's queries and keys too",
-                    "Only the values change; the attention patterns must see the real embeddings.",
-                    _embedding_with(inputs=("q", "k", "v"))),
-            Mistake("replaced the embedding with zeros instead of its mean over positions",
-                    "Use embedding.mean(dim=1, keepdim=True): every position gets the average.",
-                    _embedding_with(zero=True)),
-            Mistake("kept the clean run's LayerNorm scale",
-                    "The scale depends on the input: normalise the changed residual stream afresh.",
-                    _embedding_with(clean_scale=True)),
-            Mistake("always replaced hook_pos_embed, whatever embedding_hook said",
-                    "Read cache[embedding_hook]: 'hook_embed' asks for the token embedding.",
-                    _embedding_with(hook_name="hook_pos_embed")),
-        ),
-    ),
-    Exercise(
-        name="ablate_heads",
-        hint="Cache the batch once. With hooks on blocks.{layer}.attn.hook_z for each layer that has listed heads, overwrite those heads at every position: with cache[...].mean(dim=0, keepdim=True) for 'mean', or cache[...].roll(-1, dims=0) for 'resample'. Return the mean over prompts of logit(answer) - logit(wrong answer) at the final position.",
-        chapter=CHAPTER,
-        section="Ablations: is the circuit enough?",
-        cases=_ablation_cases,
-        properties=_ablation_properties,
-        compare=close_float(atol=1e-3, rtol=1e-3),
-        mistakes_inline=(
-            Mistake("ablated with zeros instead of the mean",
-                    "Mean ablation replaces a head's z by its mean over the batch, not by 0.",
-                    _ablation_with(zeros=True)),
-            Mistake("took the mean over positions as well as prompts",
-                    "Average over the batch only (dim 0): each position keeps its own mean.",
-                    _ablation_with(over_positions=True)),
-            Mistake("ablated every head of the listed heads' layers",
-                    "Overwrite only the listed heads: activations[:, :, [heads of this layer]].",
-                    _ablation_with(whole_layers=True)),
-            Mistake("mean-ablated even when method was 'resample'",
-                    "With 'resample', prompt i takes prompt (i + 1) % n's z: cache[...].roll(-1, dims=0).",
-                    _ablation_with(always_mean=True)),
-            Mistake("returned the sum over the batch, not the mean", "Average the logit differences over the prompts.",
-                    _ablation_with(reduce="sum")),
-            Mistake("returned the first prompt's logit difference only",
-                    "Average the logit differences over every prompt of the batch.", _ablation_with(reduce="first")),
-        ),
-    ),
-]
+ABLATE_HEADS = Exercise(
+    name="ablate_heads",
+    hint="Cache the batch once. With hooks on blocks.{layer}.attn.hook_z for each layer that has listed heads, overwrite those heads at every position: with cache[...].mean(dim=0, keepdim=True) for 'mean', or cache[...].roll(-1, dims=0) for 'resample'. Return the mean over prompts of logit(answer) - logit(wrong answer) at the final position.",
+    chapter=CHAPTER,
+    section="Ablations: is the circuit enough?",
+    cases=_ablation_cases,
+    properties=_ablation_properties,
+    compare=close_float(atol=1e-3, rtol=1e-3),
+)
+
+
+EXERCISES = [COMPOSITION_SCORE, K_COMPOSITION_SCORES, Q_COMPOSITION_SCORES, V_COMPOSITION_SCORES, DIRECT_LOGIT_ATTRIBUTION, PATH_PATCH_TO_HEAD_INPUT, POSITIONAL_EMBEDDING_PATCH, ABLATE_HEADS]

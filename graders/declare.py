@@ -26,7 +26,7 @@ from graders.inputs import MODEL, Cache, Hook, content_id
 if TYPE_CHECKING:
     from graders.models import GradingModel
 
-__all__ = ["MODEL", "Cache", "Case", "Exercise", "Hook", "Mistake", "Property", "answer_module", "known_mistakes"]
+__all__ = ["MODEL", "Cache", "Case", "Exercise", "Hook", "Mistake", "Property", "known_mistakes"]
 
 # compare(got, expected) -> None when they agree, else a sentence saying how they differ.
 Compare = Callable[[Any, Any], Optional[str]]
@@ -75,8 +75,6 @@ class Exercise:
     cases: Callable[["GradingModel", random.Random], list[Case]]
     compare: Compare
     properties: Callable[["GradingModel"], list[Property]] = _no_properties
-    # Transitional (removed once every chapter's mistakes are in solutions/mistakes/).
-    mistakes_inline: tuple[Mistake, ...] = ()
     # "module:function"; by default the same name in solutions.ch<chapter>.
     reference: Union[str, Callable[..., Any], None] = None
     time_limit_s: Optional[float] = None  # per call; default: see Grader.time_limit
@@ -95,7 +93,7 @@ class Exercise:
     @property
     def mistakes(self) -> tuple[Mistake, ...]:
         """The known mistakes declared for this exercise in solutions/ (none without it)."""
-        return self.mistakes_inline + tuple(known_mistakes(self.chapter).get(self.name, ()))
+        return tuple(known_mistakes(self.chapter).get(self.name, ()))
 
     def case_id(self, model_key: str, case: Case) -> str:
         """The case's identity: exercise, model and inputs (never the label)."""
@@ -116,14 +114,3 @@ def known_mistakes(chapter: str) -> Mapping[str, tuple[Mistake, ...]]:
         if err.name in ("solutions", MISTAKES_PACKAGE, module):
             return {}
         raise
-
-
-class answer_module:
-    """A module of answer code, imported on first use (known mistakes built from the
-    references or the fast sweeps use it, so declarations load without them)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self._name), attr)
