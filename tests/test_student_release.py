@@ -66,7 +66,7 @@ def test_no_line_of_a_reference_or_a_mistake_is_in_it(release):
 def test_a_mistake_line_would_be_found():
     """The leak check can fail: the full package does hold those lines."""
     lines = distinctive_lines()
-    full = _norm((REPO / "graders" / "ch01_residual_patching.py").read_text())
+    full = _norm((REPO / "solutions" / "mistakes" / "ch01_residual_patching.py").read_text())
     assert any(norm in full for norm, where in lines.items() if where.startswith("mistake of residual_patching_sweep"))
 
 
