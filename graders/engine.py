@@ -147,7 +147,7 @@ class Grader:
 
     # ------------------------------------------------------------ learner calls
 
-    def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float,
+    def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float, *,
              watch: bool, printed: BoundedOutput, content: bool = True) -> Outcome:
         """One guarded learner call (also used for known mistakes, with `watch` off).
         `content`: also sum every weight after the call, to catch edits through `.data`
@@ -155,7 +155,7 @@ class Grader:
         the grader's own code, are spared it)."""
         args, shared = self.arguments(gm).build(inputs)
         return guarded_call(fn, args, Guard(gm.model, self.protected(gm, shared), limit,
-                                            self.course if watch else None, printed, content))
+                                            self.course if watch else None, printed, content=content))
 
     # ------------------------------------------------------------ the loop
 
@@ -175,12 +175,13 @@ class Grader:
         content = not declared
 
         def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
-            return self.call(exercise, fn, check.gm, inputs, check.limit, not trusted, printed, content)
+            return self.call(exercise, fn, check.gm, inputs, check.limit, watch=not trusted, printed=printed,
+                             content=content)
 
         return self.verdict(exercise, checks, call, mode, printed.note)
 
     def verdict(self, exercise: Exercise, checks: list[Check], call: Callable[[Check, Mapping[str, Any]], Outcome],
-                mode: str, printed: Callable[[], Optional[str]] = lambda: None, escalate: bool = True) -> Result:
+                mode: str, printed: Callable[[], Optional[str]] = lambda: None, *, escalate: bool = True) -> Result:
         """Steps 2 and 3: get each check's outcomes from `call` (a guarded call here, the
         sandboxed worker's answers in classroom grading), then judge and explain.
         `escalate`: count the failure towards this session's progressive hints (a
@@ -269,7 +270,7 @@ class Grader:
         key = (index, exercise.case_id(check.gm.key, check.case))
         if key not in self._mistaken:
             outcome = self.call(exercise, exercise.mistakes[index].fn, check.gm, check.case.inputs,
-                                self.MISTAKE_TIME_LIMIT_S, False, BoundedOutput(), content=False)
+                                self.MISTAKE_TIME_LIMIT_S, watch=False, printed=BoundedOutput(), content=False)
             self._mistaken[key] = outcome.value if outcome.kind == "answer" else None
         return self._mistaken[key]
 

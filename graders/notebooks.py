@@ -95,7 +95,8 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_errors: bool = True) -> ExecutedNotebook:
+def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, *,
+            allow_errors: bool = True) -> ExecutedNotebook:
     """Run `nb` in a fresh kernel and gather the results its check cells recorded."""
     expected = exercise_names(nb)
     with tempfile.TemporaryDirectory() as tmp:

@@ -46,6 +46,7 @@ class Guard:
         time_limit_s: Optional[float] = None,
         course: Optional[CourseCode] = None,
         output: Optional[BoundedOutput] = None,
+        *,
         content: bool = True,
         cpu_time: bool = False,
     ) -> None:
@@ -83,7 +84,7 @@ class Guard:
         sys.stdout, sys.stderr = self._streams
         self.notes += self._state.restore()
         if self.model is not None:
-            self.damage += restore_weights(self.model, self.content)
+            self.damage += restore_weights(self.model, content=self.content)
         self.damage += self.protected.restore()
         self.notes += self.damage
         self.grad_mode.__exit__(None, None, None)

@@ -46,7 +46,7 @@ class Snapshot:
     the original values, which `rebuild` recomputes (a cache is rebuilt from its source)
     only when something changed; without `rebuild` the snapshot keeps copies."""
 
-    def __init__(self, value: Any, rebuild: Optional[Callable[[], Any]] = None, content: bool = True) -> None:
+    def __init__(self, value: Any, rebuild: Optional[Callable[[], Any]] = None, *, content: bool = True) -> None:
         self.value = value
         self.rebuild = rebuild
         self.content = content  # also compare sums (edits through `.data`); off: identity and version only

@@ -43,7 +43,7 @@ class Timer:
     SIGALRM); elsewhere a watchdog thread and an asynchronous exception, which lands
     between two bytecodes only (not inside one long `time.sleep`)."""
 
-    def __init__(self, seconds: Optional[float], cpu: bool = False) -> None:
+    def __init__(self, seconds: Optional[float], *, cpu: bool = False) -> None:
         self.seconds = seconds
         self.cpu = cpu
         self.armed = False

@@ -102,7 +102,7 @@ def weights_note(names: list[str]) -> str:
             "an exercise: patching changes activations, through hooks")
 
 
-def restore_weights(model: torch.nn.Module, content: bool = True) -> list[str]:
+def restore_weights(model: torch.nn.Module, *, content: bool = True) -> list[str]:
     """Put back what changed in `model`'s weights: replaced tensors, in-place edits, and
     with `content` edits through `.data`. One sentence for the feedback, or none."""
     weights = Weights.of(model)

@@ -14,7 +14,7 @@ The package knows nothing of exercises: a job is opaque bytes in, opaque bytes o
 `handler(job) -> bytes` runs in the sandbox, so it holds no reference answers; the trusted
 caller compares what comes back. Files: bwrap (the command line), view (what is hidden),
 project (this course's hidden set), stage (the copied package), zygote, child, sweep,
-limits, frames, report (both sides of the protocol), sandbox and pool (the trusted side).
+limits, frames, job_verdict (both sides of the protocol), sandbox and pool (the trusted side).
 
 Filesystem. The host's `/` is mounted read-only; each hidden path becomes an empty
 read-only tmpfs (a hidden file becomes /dev/null); each `expose` (host -> inside) is

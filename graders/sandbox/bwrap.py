@@ -28,7 +28,7 @@ def find_bwrap() -> str:
     return found
 
 
-def command(bwrap: str, view: View, stage_dir: Path, writable_tmp: bool, limits: Limits) -> list[str]:
+def command(bwrap: str, view: View, stage_dir: Path, *, writable_tmp: bool, limits: Limits) -> list[str]:
     args = [bwrap, "--ro-bind", "/", "/"]
     args += _view_mounts(view)
     args += ["--dev", "/dev", "--proc", "/proc", "--mqueue", "/dev/mqueue"]
@@ -47,7 +47,7 @@ def command(bwrap: str, view: View, stage_dir: Path, writable_tmp: bool, limits:
     return args
 
 
-def scratch_dirs(writable_tmp: bool) -> list[str]:
+def scratch_dirs(*, writable_tmp: bool) -> list[str]:
     return list(SCRATCH) if writable_tmp else []
 
 

@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from graders.sandbox import frames, report
+from graders.sandbox import frames, job_verdict
 from graders.sandbox.bwrap import SandboxUnavailable, command, find_bwrap, scratch_dirs
 from graders.sandbox.limits import Limits
 from graders.sandbox.outcome import Outcome
@@ -110,12 +110,12 @@ class Sandbox:
         bwrap = find_bwrap()
         if self._stage_dir is None:
             self._stage_dir = stage(self.stage)
-        argv = command(bwrap, self.view, self._stage_dir, self.writable_tmp, self.limits)
+        argv = command(bwrap, self.view, self._stage_dir, writable_tmp=self.writable_tmp, limits=self.limits)
         self._proc = _LAUNCHER.submit(subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, bufsize=0, close_fds=True).result()
         self._stderr = _Tail(self._proc.stderr)
         config = {"preload": self.preload, "handler": self.handler, "limits": self.limits.to_json(),
-                  "scratch": scratch_dirs(self.writable_tmp)}
+                  "scratch": scratch_dirs(writable_tmp=self.writable_tmp)}
         try:
             frames.write_frame(self._proc.stdin.fileno(), frames.CONFIG, json.dumps(config).encode())
             kind, payload = frames.read_frame(self._out(), STDERR_TAIL, time.monotonic() + self.start_timeout)
@@ -131,7 +131,7 @@ class Sandbox:
         self.starts += 1
 
     def _await_result(self, timeout: float) -> Outcome:
-        cap = report.HEADER.size + self.limits.max_output
+        cap = job_verdict.HEADER.size + self.limits.max_output
         try:
             kind, payload = frames.read_frame(self._out(), cap, time.monotonic() + timeout + GRACE)
         except EOFError:
@@ -143,16 +143,16 @@ class Sandbox:
                                                 f" + {GRACE:g} s); it restarts for the next job")
         except frames.FrameTooLarge as error:
             return self._protocol_error(str(error))
-        if kind != frames.RESULT or len(payload) < report.HEADER.size:
+        if kind != frames.RESULT or len(payload) < job_verdict.HEADER.size:
             return self._protocol_error(f"a frame of kind {kind} and {len(payload)} bytes where a result was due")
-        code, exit_code, sig = report.HEADER.unpack_from(payload)
-        answer = payload[report.HEADER.size:]
-        if code != report.OK and answer:
+        code, exit_code, sig = job_verdict.HEADER.unpack_from(payload)
+        answer = payload[job_verdict.HEADER.size:]
+        if code != job_verdict.OK and answer:
             return self._protocol_error("an answer came with a failed job")
         return self._outcome(code, exit_code, sig, answer, timeout)
 
     def _outcome(self, code: int, exit_code: int, sig: int, answer: bytes, timeout: float) -> Outcome:
-        z, limits = report, self.limits
+        z, limits = job_verdict, self.limits
         if code == z.OK:
             return Outcome("ok", answer=answer)
         if code == z.TIMED_OUT:

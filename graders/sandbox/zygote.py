@@ -21,7 +21,7 @@ import traceback
 
 from graders.sandbox import child, frames, sweep
 from graders.sandbox.limits import Limits
-from graders.sandbox.report import (CPU_EXCEEDED, EXITED, OK, SIGNALED, TIMED_OUT, TOO_MANY_PROCESSES,
+from graders.sandbox.job_verdict import (CPU_EXCEEDED, EXITED, OK, SIGNALED, TIMED_OUT, TOO_MANY_PROCESSES,
                                      TOO_MUCH_OUTPUT, Report)
 
 MAX_JOB = 1 << 30

@@ -122,7 +122,7 @@ def _settle(where, exercises: dict, kind: str, report: dict) -> None:
                                    "message": "the Python process running your function ended without an answer"}
 
 
-def _blame(where, skip: set[int], exercises: dict, cell_errors: dict, overran: bool, too_big: bool) -> None:
+def _blame(where, skip: set[int], exercises: dict, cell_errors: dict, *, overran: bool, too_big: bool) -> None:
     """The runner stopped early: the cell or exercise it was in costs its own points only."""
     what = ("sent back more than 8 MB" if too_big else "did not finish in time" if overran
             else "stopped the Python process")
