@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import nbformat
 
 from circuitlab.saved_results import CHECK_CALL
-from graders import calls, wire
+from graders import calls, limits, wire
 from graders.calls import Outcome
 from graders.declare import Exercise
 from graders.engine import Check, Grader, call_key
@@ -44,12 +44,10 @@ from graders.worker import STAGED
 from graders.worker.plan import Call, ExercisePlan, Plan
 from graders.worker.preload import PLAN_ENV
 
-CELL_TIMEOUT = 120.0
-# The least limit per learner call in the sandbox, in CPU seconds: one thread computing, so a
-# busy machine does not stretch it (graders.guard.timer). An endless loop costs this much.
-SANDBOX_MIN_TIME_LIMIT_S = 10.0
-GRACE = 10.0
-CPU_SECONDS = 3600  # per process of a job (RLIMIT_CPU); the per-call and per-cell limits stop endless loops long before
+CELL_TIMEOUT = limits.CELL_TIMEOUT_S
+SANDBOX_MIN_TIME_LIMIT_S = limits.SANDBOX_CALL_FLOOR_CPU_S
+GRACE = limits.GRACE_S
+CPU_SECONDS = limits.PROCESS_CPU_S
 
 
 def job(nb: nbformat.NotebookNode) -> dict:

@@ -31,6 +31,7 @@ from typing import Optional
 
 import nbformat
 
+from graders import limits
 from graders.nbgrader_plugin import CourseSecrets
 from graders.notebooks import CHECK_CALL, read_notebook, select_chapters, solutions_module
 
@@ -38,9 +39,9 @@ COURSE_ID = "circuitlab"
 SCHEMA_VERSION = 3  # nbgrader's cell metadata format
 POINTS = 1  # per exercise
 HIDDEN_SEEDS = 2  # seeded case sets per exercise at autograde, none of them the public seed
-CELL_TIMEOUT = 120  # CPU seconds a notebook cell may use at autograde, when not measured
-MIN_CELL_TIMEOUT = 30  # measured: five times the slowest cell with the references, at least this
-MEASURING_TIMEOUT = 900
+CELL_TIMEOUT = limits.CELL_TIMEOUT_S  # CPU seconds a notebook cell may use at autograde, when not measured
+MIN_CELL_TIMEOUT = limits.MIN_CELL_TIMEOUT_S  # measured: five times the slowest reference cell, at least this
+MEASURING_TIMEOUT = limits.CHAPTER_CELL_S
 
 
 @dataclass

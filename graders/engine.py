@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from circuitlab import progress
-from graders import calls, hints
+from graders import calls, hints, limits
 from graders.declare import Case, Exercise, Mistake
 from graders.calls import Outcome, guarded_call, short
 from graders.diagnoses import Failure, diagnose
@@ -61,16 +61,12 @@ class Grader:
     mistakes' answers by content, so a learner's repeated check only pays for the
     learner's own function."""
 
-    # Per learner call: the larger of this and SLOWDOWN x the reference's time. Generous, so
-    # that an honest loop on a loaded machine (CI, a notebook beside other work) still ends
-    # in time: at 10 s an honest sweep was stopped at 19.6 s while the suite shared two cores.
-    # (The classroom sandbox computes on one thread and counts CPU time: its floor is lower,
-    # graders.autograde.SANDBOX_MIN_TIME_LIMIT_S.)
-    MIN_TIME_LIMIT_S = 30.0
-    JUDGE_TIME_LIMIT_S = 10.0  # comparing what a call returned (a learner's value may run its own __eq__)
-    MISTAKE_TIME_LIMIT_S = 60.0  # a known mistake's answer on a failed case, to name the mistake
-    SLOWDOWN = 20.0
-    PUBLIC_TIME_LIMIT_S = 60.0  # per call where there is no reference to time
+    # The limits and their reasons: graders.limits (tests lower these attributes).
+    MIN_TIME_LIMIT_S = limits.CALL_FLOOR_S
+    JUDGE_TIME_LIMIT_S = limits.JUDGE_S
+    MISTAKE_TIME_LIMIT_S = limits.MISTAKE_CALL_S
+    SLOWDOWN = limits.SLOWDOWN
+    PUBLIC_TIME_LIMIT_S = limits.PUBLIC_CALL_S
 
     def __init__(self, models: Optional[list[GradingModel]] = None, attempts: Optional[hints.Attempts] = None) -> None:
         self._models = models

@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from circuitlab.course_files import ChaptersNotFound, chapter_sources
 from circuitlab.progress import PROGRESS_ENV
 from circuitlab.saved_results import CHECK_CALL, checked_exercises  # noqa: F401 (CHECK_CALL: graders.classroom)
-from graders import RESULTS_ENV
+from graders import RESULTS_ENV, limits
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, *,
+def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float = limits.CHAPTER_CELL_S, *,
             allow_errors: bool = True) -> ExecutedNotebook:
     """Run `nb` in a fresh kernel and gather the results its check cells recorded."""
     expected = exercise_names(nb)

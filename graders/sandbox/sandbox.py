@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from graders import limits as grading_limits
 from graders.sandbox import frames, job_verdict
 from graders.sandbox.bwrap import SandboxUnavailable, command, find_bwrap, scratch_dirs
 from graders.sandbox.limits import Limits
@@ -23,8 +24,8 @@ from graders.sandbox.outcome import Outcome
 from graders.sandbox.stage import stage
 from graders.sandbox.view import View
 
-ACK_WAIT = 30.0  # an idle zygote takes a job at once; this long means it is stuck
-GRACE = 10.0  # past a job's timeout: the zygote's kill, sweep and wipe
+ACK_WAIT = grading_limits.ACK_WAIT_S  # an idle zygote takes a job at once; this long means it is stuck
+GRACE = grading_limits.GRACE_S  # past a job's timeout: the zygote's kill, sweep and wipe
 STDERR_TAIL = 64 * 1024
 
 # bwrap's --die-with-parent fires when the *thread* that started bwrap ends, so every

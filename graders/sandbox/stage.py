@@ -13,12 +13,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ALWAYS = "graders.sandbox"
+ALWAYS = ("graders.sandbox", "graders.limits")  # the sandbox package, and the limits it reads
 
 
 def stage(modules: tuple[str, ...] | list[str]) -> Path:
     root = Path(tempfile.mkdtemp(prefix="circuitlab-sandbox-stage-"))
-    for name in dict.fromkeys((ALWAYS, *modules)):
+    for name in dict.fromkeys((*ALWAYS, *modules)):
         _copy(name, root)
     return root
 

@@ -17,7 +17,7 @@ or an endless loop costs only what it reaches:
 Everything that comes back is untrusted data: the trusted grader decodes it with
 `graders.wire` (no pickle), compares with references it computed itself, and scores.
 Staged into the sandbox with: graders.worker, graders.calls, graders.inputs, graders.wire,
-graders.guard (this package imports nothing else from graders).
+graders.guard, graders.limits (this package imports nothing else from graders).
 """
 
-STAGED = ("graders.worker", "graders.calls", "graders.inputs", "graders.wire", "graders.guard")
+STAGED = ("graders.worker", "graders.calls", "graders.inputs", "graders.wire", "graders.guard", "graders.limits")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graders import wire
+from graders import limits, wire
 from graders.guard.timer import wall_seconds
 
 
@@ -30,7 +30,7 @@ class ExercisePlan:
     @property
     def deadline(self) -> float:
         """Seconds for all of this exercise's calls, with room for encoding them."""
-        return sum(wall_seconds(c.limit) for c in self.calls) + 10.0
+        return sum(wall_seconds(c.limit) for c in self.calls) + limits.ENCODE_S
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Plan:
     models: tuple[tuple[str, str], ...]  # (key, weights) of each grading model, as load_model takes them
     notebook_model: tuple[str, str]  # what the chapters' course_model() loads here
     exercises: tuple[ExercisePlan, ...]
-    cell_timeout: float = 120.0
+    cell_timeout: float = limits.CELL_TIMEOUT_S
 
     def dumps(self) -> bytes:
         return wire.dumps({

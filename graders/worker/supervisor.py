@@ -14,12 +14,12 @@ import signal
 import time
 from typing import Any
 
-from graders import wire
+from graders import limits, wire
 from graders.guard.timer import wall_seconds
 from graders.worker import cells as cell_runner
 from graders.worker import preload, reports
 
-GRACE = 10.0  # seconds past a runner's own limit before the supervisor stops waiting
+GRACE = limits.GRACE_S  # past a runner's own limit, before the supervisor stops waiting
 
 
 def grade(job: bytes) -> bytes:
