@@ -37,6 +37,7 @@ from graders import calls, limits, wire
 from graders.calls import Outcome
 from graders.declare import Exercise
 from graders.engine import Check, Grader, call_key
+from graders.notebooks import is_test_cell
 from graders.guard.timer import wall_seconds
 from graders.registry import exercise as find
 from graders.results import Result
@@ -58,9 +59,8 @@ def job(nb: nbformat.NotebookNode) -> dict:
     for index, cell in enumerate(nb.cells):
         if cell.get("cell_type") != "code":
             continue
-        meta = cell.get("metadata", {}).get("nbgrader", {})
         source = str(cell.get("source", ""))
-        if (meta.get("grade") and not meta.get("solution")) or "check" in cell.get("metadata", {}).get("tags", []):
+        if is_test_cell(cell):
             checks.append([index, CHECK_CALL.findall(source)])
         else:
             cells.append([index, source])

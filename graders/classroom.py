@@ -33,7 +33,7 @@ import nbformat
 
 from graders import limits
 from graders.nbgrader_plugin import CourseSecrets
-from graders.notebooks import CHECK_CALL, read_notebook, select_chapters, solutions_module
+from graders.notebooks import CHECK_CALL, is_test_cell, read_notebook, select_chapters, solutions_module
 
 COURSE_ID = "circuitlab"
 SCHEMA_VERSION = 3  # nbgrader's cell metadata format
@@ -117,7 +117,7 @@ def source_notebook(chapter: Path, rng: random.Random) -> Assignment:
             cell.source, names = answer_source(cell.source, solutions)
             exercises += names
             cell.metadata["nbgrader"] = _meta(names[0], grade=False, solution=True, locked=False)
-        elif "check" in tags:
+        elif is_test_cell(cell):
             names = CHECK_CALL.findall(cell.source)
             if not names:
                 raise ValueError(f"{chapter.name}: a check cell without check(...):\n{cell.source}")

@@ -28,6 +28,7 @@ import nbformat
 from nbconvert.preprocessors import Preprocessor
 
 from circuitlab.saved_results import CHECK_CALL
+from graders.notebooks import is_test_cell
 from graders.results import Result
 
 COURSE_FILE = "circuitlab_course.json"
@@ -109,8 +110,7 @@ class SandboxExecute(Preprocessor):
 
 def write_verdicts(nb: nbformat.NotebookNode, results: dict[str, Result]) -> None:
     for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+        if not is_test_cell(cell):
             continue
         names = CHECK_CALL.findall(cell.source)
         verdicts = [results.get(n) or Result(n, False, 0.0, "this exercise is not graded in this course") for n in names]

@@ -48,6 +48,19 @@ def solutions_module(chapter: Path):
     return importlib.import_module(f"solutions.ch{chapter.stem}")
 
 
+def is_test_cell(cell) -> bool:
+    """A cell that checks exercises (the grader decides what it checks): nbgrader's
+    autograder-test cell (graded, not a solution; nbgrader's own `utils.is_grade` rule) or a
+    chapter's cell tagged `check`, before nbgrader metadata is added. The one rule every
+    side uses: the worker skips these cells, verdicts are written into them, and the
+    classroom build makes them nbgrader test cells."""
+    if cell.get("cell_type") != "code":
+        return False
+    metadata = cell.get("metadata", {})
+    nbgrader = metadata.get("nbgrader", {})
+    return bool(nbgrader.get("grade") and not nbgrader.get("solution")) or "check" in metadata.get("tags", [])
+
+
 def exercise_names(nb: nbformat.NotebookNode) -> list[str]:
     """Exercises a notebook checks, in order, from its `check(name)` calls."""
     return checked_exercises(cell.source for cell in nb.cells if cell.cell_type == "code")
