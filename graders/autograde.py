@@ -25,8 +25,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -218,39 +216,19 @@ def _printed(entry: Any) -> Optional[str]:
 
 
 class LocalRunner:
-    """`workers` sandboxes on this machine, each serving one submission at a time."""
+    """`workers` sandboxes on this machine (a graders.sandbox.SandboxPool), each serving one
+    submission at a time; replies as (kind, answer, message), like DaskRunner's."""
 
     def __init__(self, workers: int, sandbox_args: dict[str, Any]) -> None:
-        from graders.sandbox import Sandbox
+        from graders.sandbox import SandboxPool
 
-        self.pool = [Sandbox(**sandbox_args) for _ in range(workers)]
-        self.free = list(self.pool)
-        self.lock = threading.Lock()
-        ThreadPoolExecutor(workers).map(lambda box: box.start(), self.pool)  # start them side by side
+        self.pool = SandboxPool(workers, **sandbox_args).__enter__()  # starts them side by side
 
     def run(self, jobs: list[bytes], timeouts: list[float], progress=None) -> list[tuple[str, bytes, str]]:
-        def one(job: bytes, timeout: float) -> tuple[str, bytes, str]:
-            with self.lock:
-                box = self.free.pop()
-            try:
-                outcome = box.run(job, timeout)
-                return outcome.kind, outcome.answer or b"", outcome.message
-            finally:
-                with self.lock:
-                    self.free.append(box)
-
-        replies: list = [None] * len(jobs)
-        with ThreadPoolExecutor(len(self.pool)) as threads:
-            futures = {threads.submit(one, job, t): i for i, (job, t) in enumerate(zip(jobs, timeouts))}
-            for done, future in enumerate(as_completed(futures), 1):
-                replies[futures[future]] = future.result()
-                if progress:
-                    progress(done)
-        return replies
+        return [(o.kind, o.answer or b"", o.message) for o in self.pool.run(jobs, timeouts, progress)]
 
     def close(self) -> None:
-        for box in self.pool:
-            box.close()
+        self.pool.close()
 
 
 _DASK_SANDBOX: dict[str, Any] = {}  # in each Dask worker process: the sandbox for one plan

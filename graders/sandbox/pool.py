@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import queue
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Iterable, Optional, Sequence
 
 from graders.sandbox.outcome import Outcome
 from graders.sandbox.sandbox import Sandbox
@@ -34,7 +34,19 @@ class SandboxPool:
 
     def map(self, jobs: Iterable[bytes], timeout: float) -> list[Outcome]:
         """Run every job on whichever sandbox is free; the outcomes come back in the jobs' order."""
-        return list(self._threads.map(lambda job: self._run(job, timeout), jobs))
+        jobs = list(jobs)
+        return self.run(jobs, [timeout] * len(jobs))
+
+    def run(self, jobs: Sequence[bytes], timeouts: Sequence[float],
+            progress: Optional[Callable[[int], None]] = None) -> list[Outcome]:
+        """`map` with a timeout per job; `progress(done)` is called as each job finishes."""
+        outcomes: list = [None] * len(jobs)
+        futures = {self._threads.submit(self._run, job, t): i for i, (job, t) in enumerate(zip(jobs, timeouts))}
+        for done, future in enumerate(as_completed(futures), 1):
+            outcomes[futures[future]] = future.result()
+            if progress:
+                progress(done)
+        return outcomes
 
     def _run(self, job: bytes, timeout: float) -> Outcome:
         sandbox = self._free.get()
