@@ -6,7 +6,7 @@
 For each chapter it builds the course, makes N synthetic submissions (honest, stubs, one
 known mistake, an endless loop, a crash, half done, cycled) and grades them:
 
-* ours: `python -m graders autograde` (graders.nbgrader_plugin.autograde_class) with 1,
+* ours: `python -m graders autograde` (graders.whole_class.autograde_class) with 1,
   2, ... sandboxes, end to end: references and model loading (once per run), grading,
   and nbgrader's own recording of every submission; and the grading alone, once the
   sandboxes are up;
@@ -89,7 +89,7 @@ def baseline_course(course: Path, chapter: str, exercises: list[str], cell_timeo
 
 def bench_chapter(chapter: str, args) -> None:
     from graders.autograde import Autograder
-    from graders.nbgrader_plugin import autograde_class
+    from graders.whole_class import autograde_class
 
     course = Path(tempfile.mkdtemp(prefix="course-"))
     built = build(course, (chapter,), seed=1, cell_timeout=args.cell_timeout, check=False, log=lambda *_: None)

@@ -76,7 +76,7 @@ def _course(args: argparse.Namespace) -> int:
 
 def _autograde(args: argparse.Namespace) -> int:
     """Grade every submission of an assignment in sandboxes, then record it in nbgrader."""
-    from graders.nbgrader_plugin import autograde_class
+    from graders.whole_class import autograde_class
     from graders.sandbox import SandboxUnavailable
 
     try:

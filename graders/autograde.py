@@ -33,7 +33,6 @@ import nbformat
 from circuitlab.saved_results import CHECK_CALL
 from graders import calls, limits, wire
 from graders.calls import Outcome
-from graders.declare import Exercise
 from graders.engine import Check, Grader, call_key
 from graders.notebooks import is_test_cell
 from graders.guard.timer import wall_seconds
@@ -210,6 +209,31 @@ def _answered(entry: Any, fallback: str) -> Callable[[Check, Mapping[str, Any]],
 def _printed(entry: Any) -> Optional[str]:
     note = entry.get("printed") if isinstance(entry, dict) else None
     return calls.short(note) if isinstance(note, str) else None
+
+
+# ---------------------------------------------------------------- one warm grader per course
+
+_WARM: dict[tuple[str, str], "Autograder"] = {}  # one warm Autograder per course and assignment
+
+
+def warm_autograder(root: Path, assignment: str, workers: Optional[int] = 1,
+                    scheduler: Optional[str] = None) -> "Autograder":
+    """A started Autograder for `assignment` of the course at `root`, kept for the process's
+    lifetime: nbgrader's own autograde calls SandboxExecute once per submission."""
+    from graders.course_secrets import CourseSecrets
+
+    key = (str(Path(root).resolve()), assignment)
+    if key not in _WARM:
+        secrets = CourseSecrets.read(root)
+        grader = Autograder(secrets.exercises(assignment), secrets.seeds(assignment), hide=[Path(root).resolve()],
+                            workers=workers, scheduler=scheduler, cell_timeout=secrets.cell_timeout)
+        _WARM[key] = grader.__enter__()
+    return _WARM[key]
+
+
+def close_warm_autograders() -> None:
+    while _WARM:
+        _WARM.popitem()[1].__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------- where the sandboxes run

@@ -32,7 +32,7 @@ from typing import Optional
 import nbformat
 
 from graders import limits
-from graders.nbgrader_plugin import CourseSecrets
+from graders.course_secrets import CourseSecrets
 from graders.notebooks import CHECK_CALL, is_test_cell, read_notebook, select_chapters, solutions_module
 
 COURSE_ID = "circuitlab"
