@@ -249,6 +249,10 @@ check(v_composition_scores);
 #
 # The cell also checks your scores against TransformerLens's `all_composition_scores`,
 # which computes the same numbers from the factored matrices.
+#
+# **Predict before you run.** If chapter 3's story is right, which row (sender) and
+# which columns (receivers) should stand out in the K panel? What should the Q panel
+# show, given that chapter 3 found no duplicate-token head?
 
 # %%
 sender_ov, receiver_qk, receiver_ov = model.OV[0].AB, model.QK[1].AB, model.OV[1].AB
@@ -378,10 +382,10 @@ patching_heatmap(dla, x_labels=[str(h) for h in range(n_heads)], y_labels=[f"lay
 # The receiver's input is the clean run's residual stream entering the receiver's
 # layer, `blocks.{receiver layer}.hook_resid_pre`, with the sender's output swapped for
 # the corrupt run's **at every position**:
-# `resid + (z_corrupt − z_clean)[sender] @ W_O[sender]`. (For a key or a value input
-# every position matters: the receiver reads keys and values at all the positions it
-# attends to. For a query, only the query positions do, but patching all of them is
-# the same rule and costs nothing.) That changed stream goes through the receiver
+# `resid + (z_corrupt − z_clean)[sender] @ W_O[sender]`. (Keys and values matter at
+# every position the receiver attends to. Of the queries, in this two-layer model only
+# the final position's reaches the logits, since no later layer reads the others; the
+# rule stays the same: patch every position.) That changed stream goes through the receiver
 # layer's LayerNorm again (its scale depends on the input: do not reuse the clean one)
 # and the receiver head's `W_Q`, `W_K` or `W_V` (plus bias). The result replaces that
 # head's slice of `hook_q`, `hook_k` or `hook_v`, at every position, in a clean run.
@@ -500,8 +504,8 @@ for s in range(n_heads):
 # layer 1 where a token was. The mirror experiment replaces the token embedding
 # (`hook_embed`) in the values instead, so no layer-0 head can say which token it saw.
 #
-# **Predict before you run**, from the table: which row keeps " Hart" on circuitlab-2l,
-# given what chapters 3 and 4 have found so far?
+# **Predict before you run**, with the table below: which row keeps " Hart" on
+# circuitlab-2l, given what chapters 3 and 4 have found so far?
 #
 # | patch in layer 0's values | previous-token route predicts | duplicate-token route predicts |
 # |---|---|---|
@@ -611,6 +615,10 @@ check(ablate_heads);
 # with F the batch's mean logit difference: 1 means the circuit does everything, 0 that
 # it does nothing. The circuit is the heads the course names; the cell then adds the
 # head that direct logit attribution ranked next.
+#
+# **Predict before you run.** From path patching and direct logit attribution above,
+# roughly what faithfulness do you expect for the two named heads alone, and for the
+# two plus the next head?
 
 # %%
 batch = name_batch()
