@@ -192,7 +192,7 @@ check(residual_patching_sweep);
 # Blue means the clean answer " Hart" still wins, red means " Carroll" wins, white
 # means no preference.
 #
-# **Predict before you run.** The model has two layers, so the plot has three rows
+# **Predict before you run.** circuitlab-2l has two layers, so its plot has three rows
 # (`resid_pre` of block 0, then after block 0, then after block 1) and twelve columns.
 # Before running the next cell, sketch on paper which cells you expect to be red when
 # the surname is swapped for " Carroll": at the top, at the bottom, and where the

@@ -16,7 +16,8 @@
 # %% [markdown]
 # # Chapter 3 — What do the heads look at? Attention patterns
 #
-# Chapter 2 named the heads that carry the names. Patching says *that* a head matters,
+# Chapter 2 pointed at the heads that carry the names, and you guessed their jobs.
+# Patching says *that* a head matters,
 # not *how*. An attention head's "how" is mostly its attention pattern: for each
 # position (the *query*, or destination), how much it reads from each earlier position
 # (the *key*, or source). This chapter rebuilds a head's pattern and output from the
