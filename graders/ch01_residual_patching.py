@@ -12,7 +12,7 @@ import random
 import torch
 
 from graders import kit
-from graders.declare import Cache, Case, Exercise, Hook, Property
+from graders.declare import Cache, Case, Exercise, Hook, Loop, Property
 from graders.models import GradingModel
 from graders.properties import close
 
@@ -98,6 +98,8 @@ def _sweep_properties(gm: GradingModel) -> list[Property]:
 RESIDUAL_PATCHING_SWEEP = Exercise(
     name="residual_patching_sweep",
     chapter=CHAPTER,
+    # One pass per (layer, position) and one for the corrupt cache.
+    loop=Loop(lambda model, call: (model.cfg.n_layers + 1) * model.to_tokens(call["clean_prompt"]).shape[1] + 1),
     section="The layer × position sweep",
     hint=(
         "Cache the corrupt run once; for each of the n_layers + 1 hook names and each position, run the "

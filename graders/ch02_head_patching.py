@@ -15,7 +15,7 @@ import torch
 
 from circuitlab.prompts import CORRUPTIONS, short_case
 from graders import kit
-from graders.declare import Cache, Case, Exercise, Hook, Property
+from graders.declare import Cache, Case, Exercise, Hook, Loop, Property
 from graders.models import GradingModel
 from graders.properties import close, shaped
 
@@ -124,6 +124,7 @@ def _sweep_properties(shape_of: Callable[[int, int, int], tuple]) -> Callable[[G
 HEAD_PATCHING_SWEEP = Exercise(
     name="head_patching_sweep",
     chapter=CHAPTER,
+    loop=Loop(lambda model, call: model.cfg.n_layers * model.cfg.n_heads + 1),  # a pass per head, one to cache
     section="The head sweep",
     hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
           "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
@@ -140,6 +141,9 @@ HEAD_PATCHING_SWEEP = Exercise(
 HEAD_BY_POSITION_SWEEP = Exercise(
     name="head_by_position_sweep",
     chapter=CHAPTER,
+    # A pass per (head, position), one to cache.
+    loop=Loop(lambda model, call: model.cfg.n_layers * model.cfg.n_heads
+              * model.to_tokens(call["clean_prompt"]).shape[1] + 1),
     section="Heads by position",
     hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
           "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),
