@@ -20,6 +20,7 @@ from graders.hints import Attempts
 from graders.models import grading_model
 from graders.notebooks import REPO
 from graders.registry import EXERCISES
+from tests import tutorial_loops
 from tests.honest import honest_copy, readable_reference
 
 
@@ -317,6 +318,26 @@ def test_hostile_then_honest(what, mode):
 
 
 # ------------------------------------------------------------------ honest answers on many seeds
+
+
+# ------------------------------------------------------------------ bug 6: the chapter's plain loop is not stopped
+
+
+@pytest.fixture(scope="module")
+def loop_grader() -> Grader:
+    return fresh_grader()
+
+
+@pytest.mark.parametrize("mode", ["full", "public"])
+@pytest.mark.parametrize("name", ["residual_patching_sweep", "head_patching_sweep", "head_by_position_sweep"])
+def test_the_tutorials_plain_loop_passes_every_sweep_check(loop_grader, name, mode):
+    """Measured: the tutorial's head x position loop (one run_with_hooks per cell), right on
+    all 272 cells, was stopped at 30 s on gpt2-small and scored 0.67. A sweep's time limit
+    now covers the one-pass-per-cell loop on each case, on every model."""
+    learner = getattr(tutorial_loops, name)
+    result = loop_grader.grade(EXERCISES[name], learner, mode)
+    assert result.passed and result.score == 1.0, result.feedback
+    assert "did not finish" not in result.feedback
 
 
 def _seed_pairs(n: int, salt: str) -> list[list[int]]:
