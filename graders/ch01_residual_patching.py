@@ -108,7 +108,7 @@ RESIDUAL_PATCHING_SWEEP = Exercise(
     ),
     # Graded against the fast engine (same numbers, a fraction of the time); the
     # readable reference in solutions/ is what learners see and also passes this check.
-    reference="solutions.fast_patching:residual_patching_sweep",
+    reference="circuitlab.sweeps.one_pair:residual_patching_sweep",
     cases=_sweep_cases,
     compare=kit.FORWARD,
     properties=_sweep_properties,

@@ -129,7 +129,7 @@ HEAD_PATCHING_SWEEP = Exercise(
     hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
           "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
           "and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head]."),
-    reference="solutions.fast_patching:head_patching_sweep",
+    reference="circuitlab.sweeps.one_pair:head_patching_sweep",
     cases=_sweep_cases,
     compare=kit.FORWARD,
     properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
@@ -147,7 +147,7 @@ HEAD_BY_POSITION_SWEEP = Exercise(
     section="Heads by position",
     hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
           "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),
-    reference="solutions.fast_patching:head_by_position_sweep",
+    reference="circuitlab.sweeps.one_pair:head_by_position_sweep",
     cases=_sweep_cases,
     compare=kit.FORWARD,
     properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos)),

@@ -36,7 +36,7 @@ from graders.models import GradingModel, grading_models
 from graders.results import CaseResult, Result, not_implemented, reads_course_code
 
 MODES = ("full", "hidden", "public")
-ANSWER_PACKAGES = ("solutions", "graders")
+ANSWER_PACKAGES = ("solutions", "graders", "circuitlab.sweeps")
 
 
 # ---------------------------------------------------------------- checks

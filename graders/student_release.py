@@ -3,11 +3,12 @@
     python -m graders student-release OUTDIR [--wheel]
 
 writes OUTDIR as a source tree of the `circuitlab` package (pyproject, README, circuitlab/,
-graders/, chapters/) without `solutions/`, where all answer code lives (the references and
-the known mistakes). The declarations in graders/ hold none, so they are copied as they
-are: without solutions/ an exercise has no reference and no known mistakes, and
-`check(fn)` runs its public properties through the same engine and guard.
-With `--wheel` it also builds the wheel into OUTDIR/dist.
+graders/, chapters/) without `solutions/`, where the references and the known mistakes live.
+The declarations in graders/ hold no answer code, so they are copied as they are: without
+solutions/ an exercise has no reference and no known mistakes, and `check(fn)` runs its
+public properties through the same engine and guard. `circuitlab/sweeps/` (the exact
+sweeps) ships, because the patching explorer needs it; the guard still treats it as answer
+code. With `--wheel` it also builds the wheel into OUTDIR/dist.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 
 from circuitlab.plotting import residual_labels
 from graders.declare import Mistake
-from solutions import fast_patching as fast
+from circuitlab.sweeps import one_pair as fast
 
 # ---------------------------------------------------------------- patch_residual_stream
 

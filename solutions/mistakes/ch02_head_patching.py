@@ -12,7 +12,7 @@ import torch
 
 from circuitlab.prompts import PatchingCase
 from graders.declare import Mistake
-from solutions import fast_patching as fast
+from circuitlab.sweeps import one_pair as fast
 
 # ---------------------------------------------------------------- patch_head_output
 
