@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from solutions import fast_patching as fast
+from circuitlab.sweeps import head_sweep, residual_sweep
 
 DIRECTIONS = ("noising", "denoising")
 COMPONENTS = ("q", "k", "v", "pattern")
@@ -176,43 +176,12 @@ def _baselines(model, clean: Tensor, corrupt: Tensor, answers: Tensor) -> tuple[
     return answer_logit_diffs(model, clean, answers), answer_logit_diffs(model, corrupt, answers)
 
 
-def _residual_sweep(model, base: Tensor, source: Tensor, answers: Tensor) -> Tensor:
-    """[batch, n_layers, pos]: prompt i's logit difference with blocks.L.hook_resid_pre at
-    position p taken from source prompt i (the engine's exact sweep, one prompt at a time)."""
-    out = []
-    for i in range(base.shape[0]):
-        run = fast.CleanRun(model, base[i:i + 1], (int(answers[i, 0]), int(answers[i, 1])))
-        with torch.no_grad():
-            _, cache = model.run_with_cache(source[i:i + 1])
-        out.append(fast.residual_rows(run, cache, progress_bar=False)[:-1])  # rows 0..n-1 are resid_pre 0..n-1
-    return torch.stack(out)
-
-
-def _head_sweep(model, base: Tensor, source: Tensor, answers: Tensor) -> Tensor:
-    """[batch, n_layers, n_heads]: prompt i's logit difference with one head's hook_z (every
-    position) taken from source prompt i (exact, one prompt at a time)."""
-    n_heads = model.cfg.n_heads
-    heads = torch.arange(n_heads, device=base.device)
-    out = []
-    for i in range(base.shape[0]):
-        run = fast.CleanRun(model, base[i:i + 1], (int(answers[i, 0]), int(answers[i, 1])))
-        with torch.no_grad():
-            _, cache = model.run_with_cache(source[i:i + 1])
-        rows = []
-        for layer in range(model.cfg.n_layers):
-            values = run.z[layer].expand(n_heads, *run.z[layer].shape).clone()
-            values[heads, :, heads] = cache[f"blocks.{layer}.attn.hook_z"][0].transpose(0, 1).to(values.dtype)
-            rows.append(run.patch_z(layer, values))
-        out.append(torch.stack(rows))
-    return torch.stack(out)
-
-
 def residual_effects(model, clean: Tensor, corrupt: Tensor, answers: Tensor, direction: str = "noising") -> Tensor:
     """[batch, n_layers, pos]: each prompt's normalised metric with blocks.L.hook_resid_pre
     at position p patched in `direction` (see `dataset_patching_sweep`)."""
     base, source = _runs(clean, corrupt, direction)
     clean_diff, corrupt_diff = _baselines(model, clean, corrupt, answers)
-    patched = _residual_sweep(model, base, source, answers)
+    patched = residual_sweep(model, base, source, answers)  # [batch, n_layers, pos], exact
     return normalised_patching_metric(patched, clean_diff[:, None, None], corrupt_diff[:, None, None])
 
 
@@ -294,7 +263,7 @@ def per_prompt_head_patching(model, clean: Tensor, corrupt: Tensor, answers: Ten
     """
     base, source = _runs(clean, corrupt, direction)
     clean_diff, corrupt_diff = _baselines(model, clean, corrupt, answers)
-    patched = _head_sweep(model, base, source, answers)  # [batch, n_layers, n_heads]
+    patched = head_sweep(model, base, source, answers)  # [batch, n_layers, n_heads], exact
     layers = [int(layer) for layer, _ in heads]
     columns = [int(head) for _, head in heads]
     chosen = patched[:, layers, columns]

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from circuitlab.sweeps import residual_sweep
 from graders.declare import Mistake
 from solutions import ch06_dataset_patching as ref
 
@@ -105,7 +106,7 @@ def residual_variant(model, clean, corrupt, answers, direction="noising", *, nor
     if first_source:
         source = source[:1].expand_as(source)
     clean_diff, corrupt_diff = ref._baselines(model, clean, corrupt, answers)
-    patched = ref._residual_sweep(model, base, source, answers)  # [batch, n_layers, pos]
+    patched = residual_sweep(model, base, source, answers)  # [batch, n_layers, pos]
     if post:  # resid_post L = resid_pre L + 1; after the last block only the final position counts
         with torch.no_grad():
             base_diff = ref.batch_logit_diff(model(base), answers, per_prompt=True)
