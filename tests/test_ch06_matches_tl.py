@@ -74,10 +74,11 @@ def tl_inputs(model, data, direction):
 def test_residual_sweep_matches_tl(dataset, direction):
     model, data = dataset
     assert data["clean"].shape[0] == len(PEOPLE) and not data["dropped"]
-    ours = ref.dataset_patching_sweep(model, data["clean"], data["corrupt"], data["answers"], direction)
     theirs = patching.get_act_patch_resid_pre(model, *tl_inputs(model, data, direction))
-    assert ours.shape == theirs.shape == (model.cfg.n_layers, data["clean"].shape[1])
-    torch.testing.assert_close(ours, theirs.to(ours.dtype), atol=1e-4, rtol=1e-4)
+    for sweep in (ref.dataset_patching_sweep, ref.exact_dataset_patching_sweep):  # readable, and the engine's
+        ours = sweep(model, data["clean"], data["corrupt"], data["answers"], direction)
+        assert ours.shape == theirs.shape == (model.cfg.n_layers, data["clean"].shape[1])
+        torch.testing.assert_close(ours, theirs.to(ours.dtype), atol=1e-4, rtol=1e-4)
     assert theirs.abs().max() > 0.1  # not a trivially zero comparison
 
 
@@ -96,10 +97,12 @@ def test_head_input_sweeps_match_tl(datasets, name, component, direction):
 
 
 def test_per_prompt_view_averages_to_the_head_output_sweep(dataset):
-    """The per-prompt view's mean over prompts is TL's head-output sweep (hook_z, all positions)."""
+    """The per-prompt view's mean over prompts (readable and exact) is TL's head-output sweep
+    (hook_z, all positions)."""
     model, data = dataset
     heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
-    ours = ref.per_prompt_head_patching(model, data["clean"], data["corrupt"], data["answers"], heads)
-    assert ours.shape == (data["clean"].shape[0], len(heads))
     theirs = patching.get_act_patch_attn_head_out_all_pos(model, *tl_inputs(model, data, "noising"))
-    torch.testing.assert_close(ours.mean(0), theirs.flatten().to(ours.dtype), atol=1e-4, rtol=1e-4)
+    for view in (ref.per_prompt_head_patching, ref.exact_per_prompt_head_patching):
+        ours = view(model, data["clean"], data["corrupt"], data["answers"], heads)
+        assert ours.shape == (data["clean"].shape[0], len(heads))
+        torch.testing.assert_close(ours.mean(0), theirs.flatten().to(ours.dtype), atol=1e-4, rtol=1e-4)

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from circuitlab.answer_logits import final_logit_diffs
 from circuitlab.sweeps import residual_sweep
 from graders.declare import Mistake
 from solutions import ch06_dataset_patching as ref
@@ -35,19 +36,19 @@ def pairs_variant(model, templates, fillers, *, bos: bool = True, swap_answers: 
         else:
             try:
                 pair = [model.to_single_token(a) for a in filler["answers"]]
-            except (AssertionError, ValueError, KeyError):
-                dropped.append([t, f, ref.NOT_ONE_TOKEN])
+            except AssertionError:
+                dropped.append([t, f, "answer not a single token"])
                 continue
         if swap_answers:
             pair = pair[::-1]
         a = model.to_tokens(templates[t].format(**filler["clean"]), prepend_bos=bos)[0]
         b = model.to_tokens(templates[t].format(**filler["corrupt"]), prepend_bos=bos)[0]
         if len(a) != len(b):
-            dropped.append([t, f, ref.UNEQUAL])
+            dropped.append([t, f, "clean and corrupt lengths differ"])
             continue
         length = len(a) if length is None else length
         if len(a) != length:
-            dropped.append([t, f, ref.OTHER_LENGTH])
+            dropped.append([t, f, "not the dataset's length"])
             continue
         clean.append(a)
         corrupt.append(b)
@@ -60,6 +61,10 @@ def pairs_variant(model, templates, fillers, *, bos: bool = True, swap_answers: 
 # ---------------------------------------------------------------- abc_corruption
 
 
+def n_tokens(model, text: str) -> int:
+    return model.to_tokens(" " + text, prepend_bos=False).shape[1]
+
+
 def abc_variant(model, filling, names, *, keep_repeats: bool = False, any_width: bool = False,
                 own_value_only: bool = False) -> dict:
     """abc_corruption with one knob turned."""
@@ -70,10 +75,10 @@ def abc_variant(model, filling, names, *, keep_repeats: bool = False, any_width:
         if keep_repeats and value in given:
             out[field] = given[value]
             continue
-        width = ref._n_tokens(model, value)
+        width = n_tokens(model, value)
         banned = ({value} | set(out.values())) if own_value_only else taken
         choice = next(name for name in names[field]
-                      if name not in banned and (any_width or ref._n_tokens(model, name) == width))
+                      if name not in banned and (any_width or n_tokens(model, name) == width))
         out[field] = given[value] = choice
         taken.add(choice)
     return out
@@ -105,12 +110,10 @@ def residual_variant(model, clean, corrupt, answers, direction="noising", *, nor
     base, source = ref._runs(clean, corrupt, direction)
     if first_source:
         source = source[:1].expand_as(source)
-    clean_diff, corrupt_diff = ref._baselines(model, clean, corrupt, answers)
+    clean_diff, corrupt_diff = ref.baselines(model, clean, corrupt, answers)
     patched = residual_sweep(model, base, source, answers)  # [batch, n_layers, pos]
     if post:  # resid_post L = resid_pre L + 1; after the last block only the final position counts
-        with torch.no_grad():
-            base_diff = ref.batch_logit_diff(model(base), answers, per_prompt=True)
-            source_diff = ref.batch_logit_diff(model(source), answers, per_prompt=True)
+        base_diff, source_diff = final_logit_diffs(model, base, answers), final_logit_diffs(model, source, answers)
         last = base_diff[:, None].expand(-1, patched.shape[2]).clone()
         last[:, -1] = source_diff
         patched = torch.cat([patched[:, 1:], last[:, None]], dim=1)
@@ -146,15 +149,15 @@ def head_variant(model, clean, corrupt, answers, component, direction="noising",
     (`final_only`) the final one. [n_layers, n_heads] averaged over prompts, or
     [batch, n_layers, n_heads] with `per_prompt`."""
     base, source = ref._runs(clean, corrupt, direction)
-    clean_diff, corrupt_diff = ref._baselines(model, clean, corrupt, answers)
+    clean_diff, corrupt_diff = ref.baselines(model, clean, corrupt, answers)
     _, cache = model.run_with_cache(source)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     out = torch.empty(clean.shape[0], n_layers, n_heads, device=clean.device)
     for layer in range(n_layers):
-        name = {**ref.head_input_names(layer), "z": f"blocks.{layer}.attn.hook_z"}[component]
+        name = f"blocks.{layer}.attn.hook_{component}"
         for head in range(n_heads):
             hook = _head_hook(component, None if every_head else head, cache, final_only)
-            out[:, layer, head] = ref.answer_logit_diffs(model, base, answers, [(name, hook)])
+            out[:, layer, head] = final_logit_diffs(model, base, answers, [(name, hook)])
     if normalise:
         out = ref.normalised_patching_metric(out, clean_diff[:, None, None], corrupt_diff[:, None, None])
     return out if per_prompt else out.mean(0)
@@ -259,10 +262,10 @@ MISTAKES = {
     ),
     "per_prompt_head_patching": (
         Mistake("returned [head, prompt]", "Rows are prompts, columns the heads in the order given.",
-                lambda **a: ref.per_prompt_head_patching(**a).T),
+                lambda **a: ref.exact_per_prompt_head_patching(**a).T),
         Mistake("patched in the other direction",
                 "noising: base run = clean, activations from corrupt; denoising: the other way round.",
-                lambda **a: ref.per_prompt_head_patching(**{**a, "direction": OTHER[a.get("direction", "noising")]})),
+                lambda **a: ref.exact_per_prompt_head_patching(**{**a, "direction": OTHER[a.get("direction", "noising")]})),
         Mistake("patched the head at the final position only", "Patch its hook_z at every position.",
                 lambda **a: per_prompt_variant(**a, final_only=True)),
         Mistake("returned raw logit differences", "Normalise each prompt with its own baselines.",
