@@ -125,39 +125,36 @@ def residual_variant(model, clean, corrupt, answers, direction="noising", *, nor
     return 1 - metric if drop else metric
 
 
-def _head_hook(component: str, head: Optional[int], source_cache, final_only: bool):
-    def hook(activations: Tensor, hook) -> Tensor:
-        source = source_cache[hook.name].to(activations.dtype)
-        heads = slice(None) if head is None else head
-        out = activations.clone()
-        if component == "pattern":  # [batch, head, query, key]
-            rows = slice(-1, None) if final_only else slice(None)
-            out[:, heads, rows] = source[:, heads, rows]
-        else:  # [batch, pos, head, ...]
-            rows = slice(-1, None) if final_only else slice(None)
-            out[:, rows, heads] = source[:, rows, heads]
-        return out
-
-    return hook
-
-
 @torch.no_grad()
 def head_variant(model, clean, corrupt, answers, component, direction="noising", *, every_head: bool = False,
                  final_only: bool = False, normalise: bool = True, per_prompt: bool = False) -> Tensor:
     """One head (or, `every_head`, the whole layer) patched at a time: its `component`
     ("q", "k", "v", "pattern" or "z", the head's output), at every position or
     (`final_only`) the final one. [n_layers, n_heads] averaged over prompts, or
-    [batch, n_layers, n_heads] with `per_prompt`."""
+    [batch, n_layers, n_heads] with `per_prompt`. Batched like the reference: copy h of
+    the batch patches head h."""
     base, source = ref._runs(clean, corrupt, direction)
     clean_diff, corrupt_diff = ref.baselines(model, clean, corrupt, answers)
     _, cache = model.run_with_cache(source)
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    out = torch.empty(clean.shape[0], n_layers, n_heads, device=clean.device)
+    n_layers, n_heads, batch = model.cfg.n_layers, model.cfg.n_heads, clean.shape[0]
+    out = torch.empty(batch, n_layers, n_heads, device=clean.device)
+    rows = slice(-1, None) if final_only else slice(None)
     for layer in range(n_layers):
         name = f"blocks.{layer}.attn.hook_{component}"
-        for head in range(n_heads):
-            hook = _head_hook(component, None if every_head else head, cache, final_only)
-            out[:, layer, head] = final_logit_diffs(model, base, answers, [(name, hook)])
+
+        def patch(activations: Tensor, hook, name: str = name) -> Tensor:
+            source_values = cache[name].to(activations.dtype)
+            for head in range(n_heads):
+                copy = slice(head * batch, (head + 1) * batch)
+                heads = slice(None) if every_head else head
+                if component == "pattern":  # [batch, head, query, key]
+                    activations[copy, heads, rows] = source_values[:, heads, rows]
+                else:  # [batch, pos, head, ...]
+                    activations[copy, rows, heads] = source_values[:, rows, heads]
+            return activations
+
+        diffs = final_logit_diffs(model, base.repeat(n_heads, 1), answers.repeat(n_heads, 1), [(name, patch)])
+        out[:, layer] = diffs.reshape(n_heads, batch).T
     if normalise:
         out = ref.normalised_patching_metric(out, clean_diff[:, None, None], corrupt_diff[:, None, None])
     return out if per_prompt else out.mean(0)
