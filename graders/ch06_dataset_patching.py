@@ -334,7 +334,7 @@ DATASET_PATCHING_SWEEP = Exercise(
           "clean and corrupt baselines, and store the mean."),
     # Graded against the exact batched engine (same numbers, a fraction of the time); the
     # readable reference in solutions/ is what learners see, and passes this check too.
-    reference="solutions.ch06_dataset_patching:exact_dataset_patching_sweep",
+    reference="solutions.ch06_exact_sweeps:exact_dataset_patching_sweep",
     cases=_sweep_cases,
     compare=SWEEP,
     properties=_sweep_properties,
@@ -487,7 +487,7 @@ PER_PROMPT_HEAD_PATCHING = Exercise(
     hint=("For each (layer, head) in `heads`, run the base batch with blocks.{layer}.attn.hook_z[:, :, head] taken "
           "from the source cache, take batch_logit_diff(..., per_prompt=True), normalise per prompt, and stack the "
           "columns into [n_prompts, len(heads)]: no mean."),
-    reference="solutions.ch06_dataset_patching:exact_per_prompt_head_patching",
+    reference="solutions.ch06_exact_sweeps:exact_per_prompt_head_patching",
     cases=_per_prompt_cases,
     compare=SWEEP,
     properties=_per_prompt_properties,

@@ -11,9 +11,9 @@ tutorial's direction, a resampling ablation); "denoising" patches the clean run'
 the corrupt run (causal tracing).
 
 Each exercise's reference is self-contained (the chapter's filled-in notebook runs its
-source), calling only the chapter's earlier exercises and `final_logit_diffs`. The last
-section holds the graders' references for the two exact sweeps: the same numbers from
-`circuitlab.sweeps`, the batched exact engine.
+source), calling only the chapter's earlier exercises and `final_logit_diffs`. The
+graders' references for the two exact sweeps (the same numbers from `circuitlab.sweeps`)
+are in solutions/ch06_exact_sweeps.py.
 """
 
 from __future__ import annotations
@@ -25,11 +25,6 @@ from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
 from circuitlab.answer_logits import final_logit_diffs
-from circuitlab.sweeps import head_sweep, residual_sweep
-
-DIRECTIONS = ("noising", "denoising")
-COMPONENTS = ("q", "k", "v", "pattern")
-
 
 # ---------------------------------------------------------------- building the dataset
 
@@ -224,53 +219,3 @@ def per_prompt_head_patching(model, clean: Tensor, corrupt: Tensor, answers: Ten
         patched = final_logit_diffs(model, base, answers, [(name, patch)])
         columns.append(normalised_patching_metric(patched, clean_diff, corrupt_diff))
     return torch.stack(columns, dim=1)
-
-
-# ---------------------------------------------------------------- the graders' references
-
-
-def _runs(clean: Tensor, corrupt: Tensor, direction: str) -> tuple[Tensor, Tensor]:
-    """(base, source): the run that is patched and the run the patches come from."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
-    return (clean, corrupt) if direction == "noising" else (corrupt, clean)
-
-
-def baselines(model, clean: Tensor, corrupt: Tensor, answers: Tensor) -> tuple[Tensor, Tensor]:
-    """[batch] clean and corrupt logit differences of each prompt."""
-    return final_logit_diffs(model, clean, answers), final_logit_diffs(model, corrupt, answers)
-
-
-@torch.no_grad()
-def exact_residual_effects(model, clean: Tensor, corrupt: Tensor, answers: Tensor,
-                           direction: str = "noising") -> Tensor:
-    """[batch, n_layers, pos]: each prompt's normalised metric in `dataset_patching_sweep`,
-    from the exact batched engine."""
-    base, source = _runs(clean, corrupt, direction)
-    clean_diff, corrupt_diff = baselines(model, clean, corrupt, answers)
-    patched = residual_sweep(model, base, source, answers)
-    return normalised_patching_metric(patched, clean_diff[:, None, None], corrupt_diff[:, None, None])
-
-
-def exact_dataset_patching_sweep(model, clean: Tensor, corrupt: Tensor, answers: Tensor,
-                                 direction: str = "noising") -> Tensor:
-    """`dataset_patching_sweep`'s numbers from the exact batched engine."""
-    return exact_residual_effects(model, clean, corrupt, answers, direction).mean(0)
-
-
-@torch.no_grad()
-def exact_head_effects(model, clean: Tensor, corrupt: Tensor, answers: Tensor,
-                       direction: str = "noising") -> Tensor:
-    """[batch, n_layers, n_heads]: each prompt's normalised metric with one head's output
-    (hook_z, every position) patched, from the exact batched engine."""
-    base, source = _runs(clean, corrupt, direction)
-    clean_diff, corrupt_diff = baselines(model, clean, corrupt, answers)
-    patched = head_sweep(model, base, source, answers)
-    return normalised_patching_metric(patched, clean_diff[:, None, None], corrupt_diff[:, None, None])
-
-
-def exact_per_prompt_head_patching(model, clean: Tensor, corrupt: Tensor, answers: Tensor,
-                                   heads: Sequence[Sequence[int]], direction: str = "noising") -> Tensor:
-    """`per_prompt_head_patching`'s numbers from the exact batched engine."""
-    every = exact_head_effects(model, clean, corrupt, answers, direction)
-    return every[:, [int(layer) for layer, _ in heads], [int(head) for _, head in heads]]

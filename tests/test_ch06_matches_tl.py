@@ -15,6 +15,7 @@ from transformer_lens import patching
 
 from circuitlab import load_model
 from solutions import ch06_dataset_patching as ref
+from solutions import ch06_exact_sweeps as exact
 
 TEMPLATE = "Her friend was {first} {last}. At lunch time {again}"
 PEOPLE = [("Emma", "Wilson"), ("John", "Taylor"), ("Mary", "Clark"), ("David", "Walker"), ("Anna", "Hall")]
@@ -75,7 +76,7 @@ def test_residual_sweep_matches_tl(dataset, direction):
     model, data = dataset
     assert data["clean"].shape[0] == len(PEOPLE) and not data["dropped"]
     theirs = patching.get_act_patch_resid_pre(model, *tl_inputs(model, data, direction))
-    for sweep in (ref.dataset_patching_sweep, ref.exact_dataset_patching_sweep):  # readable, and the engine's
+    for sweep in (ref.dataset_patching_sweep, exact.exact_dataset_patching_sweep):  # readable, and the engine's
         ours = sweep(model, data["clean"], data["corrupt"], data["answers"], direction)
         assert ours.shape == theirs.shape == (model.cfg.n_layers, data["clean"].shape[1])
         torch.testing.assert_close(ours, theirs.to(ours.dtype), atol=1e-4, rtol=1e-4)
@@ -102,7 +103,7 @@ def test_per_prompt_view_averages_to_the_head_output_sweep(dataset):
     model, data = dataset
     heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
     theirs = patching.get_act_patch_attn_head_out_all_pos(model, *tl_inputs(model, data, "noising"))
-    for view in (ref.per_prompt_head_patching, ref.exact_per_prompt_head_patching):
+    for view in (ref.per_prompt_head_patching, exact.exact_per_prompt_head_patching):
         ours = view(model, data["clean"], data["corrupt"], data["answers"], heads)
         assert ours.shape == (data["clean"].shape[0], len(heads))
         torch.testing.assert_close(ours.mean(0), theirs.flatten().to(ours.dtype), atol=1e-4, rtol=1e-4)

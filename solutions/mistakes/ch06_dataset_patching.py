@@ -17,6 +17,7 @@ from circuitlab.answer_logits import final_logit_diffs
 from circuitlab.sweeps import residual_sweep
 from graders.declare import Mistake
 from solutions import ch06_dataset_patching as ref
+from solutions import ch06_exact_sweeps as exact
 
 OTHER = {"noising": "denoising", "denoising": "noising"}
 
@@ -107,10 +108,10 @@ def residual_variant(model, clean, corrupt, answers, direction="noising", *, nor
     mean logit difference normalised by the mean baselines) or "none"; `post` patches
     hook_resid_post; `first_source` patches every prompt from source prompt 0; `drop`
     reports 1 - the metric."""
-    base, source = ref._runs(clean, corrupt, direction)
+    base, source = exact._runs(clean, corrupt, direction)
     if first_source:
         source = source[:1].expand_as(source)
-    clean_diff, corrupt_diff = ref.baselines(model, clean, corrupt, answers)
+    clean_diff, corrupt_diff = exact.baselines(model, clean, corrupt, answers)
     patched = residual_sweep(model, base, source, answers)  # [batch, n_layers, pos]
     if post:  # resid_post L = resid_pre L + 1; after the last block only the final position counts
         base_diff, source_diff = final_logit_diffs(model, base, answers), final_logit_diffs(model, source, answers)
@@ -133,8 +134,8 @@ def head_variant(model, clean, corrupt, answers, component, direction="noising",
     (`final_only`) the final one. [n_layers, n_heads] averaged over prompts, or
     [batch, n_layers, n_heads] with `per_prompt`. Batched like the reference: copy h of
     the batch patches head h."""
-    base, source = ref._runs(clean, corrupt, direction)
-    clean_diff, corrupt_diff = ref.baselines(model, clean, corrupt, answers)
+    base, source = exact._runs(clean, corrupt, direction)
+    clean_diff, corrupt_diff = exact.baselines(model, clean, corrupt, answers)
     _, cache = model.run_with_cache(source)
     n_layers, n_heads, batch = model.cfg.n_layers, model.cfg.n_heads, clean.shape[0]
     out = torch.empty(batch, n_layers, n_heads, device=clean.device)
@@ -259,10 +260,10 @@ MISTAKES = {
     ),
     "per_prompt_head_patching": (
         Mistake("returned [head, prompt]", "Rows are prompts, columns the heads in the order given.",
-                lambda **a: ref.exact_per_prompt_head_patching(**a).T),
+                lambda **a: exact.exact_per_prompt_head_patching(**a).T),
         Mistake("patched in the other direction",
                 "noising: base run = clean, activations from corrupt; denoising: the other way round.",
-                lambda **a: ref.exact_per_prompt_head_patching(**{**a, "direction": OTHER[a.get("direction", "noising")]})),
+                lambda **a: exact.exact_per_prompt_head_patching(**{**a, "direction": OTHER[a.get("direction", "noising")]})),
         Mistake("patched the head at the final position only", "Patch its hook_z at every position.",
                 lambda **a: per_prompt_variant(**a, final_only=True)),
         Mistake("returned raw logit differences", "Normalise each prompt with its own baselines.",
