@@ -443,8 +443,8 @@ print(f"head {induction[0]}.{induction[1]}: mean {surname_spread[:, j].mean():.2
 # The spread also shows when the metric itself breaks. With the other *second*
 # first-name ("... At lunch time John"), the corrupt prompt has no reason to prefer the
 # other surname, which does not occur in it: on some prompts the corrupt run prefers
-# the clean surname as much as the clean run does, the denominator `clean − corrupt`
-# is near zero, and those prompts' values run into the tens:
+# the clean surname as much as the clean run does, or more, the denominator
+# `clean − corrupt` is near zero or negative, and those prompts' values reach ±10:
 
 # %%
 second = data["second_name"]

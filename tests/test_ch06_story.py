@@ -141,7 +141,8 @@ def test_the_second_name_corruption_breaks_the_metric(model, data):
     assert (clean - corrupt).min() < 1  # some corrupt runs prefer the clean surname about as much
     effects = exact.exact_head_effects(model, *args(data["second_name"]))
     induction = effects[:, INDUCTION[0], INDUCTION[1]]
-    assert induction.abs().max() > 10  # "those prompts' values run into the tens"
+    assert (clean - corrupt).min() < 0  # "near zero or negative"
+    assert induction.min() < -8 and induction.max() > 6  # "those prompts' values reach ±10"
 
 
 def test_your_turn_datasets_align_on_gpt2s_tokenizer(gpt2_twin):
