@@ -18,6 +18,13 @@ and on a prompt pair of about 100 tokens, each exact sweep (ours and TL's) again
 attribution estimate (one corrupt forward, one clean forward and backward), and prints
 exact / estimate. Exact sweeps with more cells than --sample-cells (ours) or --tl-cells
 (TL; --tl-cells-long on the long prompt) run a random sample, scaled to all cells ("~").
+
+The dataset section (chapter 6) times, on a batch of --dataset-prompts prompt pairs of the
+chapter's name task (gelu-2l's shape), `dataset_patching_sweep` (the exact engine the
+graders use, and the readable reference) against transformer_lens.patching's
+get_act_patch_resid_pre, and `head_input_patching` against get_act_patch_attn_head_{q,k,v,
+pattern}_all_pos, with the chapter's metric (each prompt's normalised logit difference,
+averaged) on both sides. Only that section: --skip-sweeps --skip-attribution --skip-graders.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--long-tokens", type=int, default=100, help="length of the long prompt pair (at least)")
     parser.add_argument("--sample-cells", type=int, default=300, help="most cells our exact sweep runs per sweep")
     parser.add_argument("--tl-cells-long", type=int, default=30, help="most cells TL runs per sweep, long prompt")
+    parser.add_argument("--skip-dataset", action="store_true", help="no chapter 6 dataset section")
+    parser.add_argument("--dataset-prompts", type=int, default=32, help="prompt pairs in chapter 6's batch")
     return parser.parse_args()
 
 
@@ -239,6 +248,49 @@ def _attribution_line(r: dict) -> str:
             f"exact / estimate: ours {r['ours_ratio']:7.1f}×, TL {r['tl_ratio']:8.1f}×")
 
 
+def bench_dataset(name: str = "gelu-2l") -> list[dict]:
+    """Chapter 6's dataset sweeps against transformer_lens.patching on one batch."""
+    from circuitlab import datasets
+    from solutions import ch06_dataset_patching as ch06
+    from solutions import ch06_exact_sweeps as exact
+
+    model = load_model(name, weights="random", device="cpu")
+    people = [(f, s) for f in datasets.FIRST_NAMES for s in datasets.SURNAMES][::7][:ARGS.dataset_prompts]
+    data = ch06.aligned_prompt_pairs(model, [datasets.NAME_TEMPLATES[0]], datasets.name_fillers("surname", people))
+    clean, corrupt, answers = data["clean"], data["corrupt"], data["answers"]
+    clean_diff, corrupt_diff = exact.baselines(model, clean, corrupt, answers)
+    _, corrupt_cache = model.run_with_cache(corrupt)
+
+    def metric(logits):
+        patched = ch06.batch_logit_diff(logits, answers, per_prompt=True)
+        return ch06.normalised_patching_metric(patched, clean_diff, corrupt_diff).mean()
+
+    forward, _ = _seconds(lambda: model(clean), repeats=5)
+    runs = [  # (what, ours, TL)
+        ("dataset_patching_sweep (exact engine)", lambda: exact.exact_dataset_patching_sweep(model, clean, corrupt, answers),
+         lambda: patching.get_act_patch_resid_pre(model, clean, corrupt_cache, metric)),
+        ("dataset_patching_sweep (readable)", lambda: ch06.dataset_patching_sweep(model, clean, corrupt, answers),
+         None),
+    ] + [(f"head_input_patching {c}", lambda c=c: ch06.head_input_patching(model, clean, corrupt, answers, c),
+          lambda c=c: getattr(patching, f"get_act_patch_attn_head_{c}_all_pos")(model, clean, corrupt_cache, metric))
+         for c in ("q", "k", "v", "pattern")]
+    print(f"\nChapter 6: {len(clean)} prompt pairs of {clean.shape[1]} tokens, {name} shape (random weights); "
+          f"one batched forward {forward * 1e3:.0f} ms")
+    print(f"{'sweep':40s} {'ours':>8s} {'TL':>8s} {'faster':>7s} {'max diff':>9s}")
+    rows, tl_results = [], {}
+    for what, ours_fn, tl_fn in runs:
+        ours_s, ours = _seconds(ours_fn, repeats=ARGS.repeats)
+        key = what.split(" (")[0]
+        if tl_fn is not None:
+            tl_results[key] = _seconds(tl_fn)
+        tl_s, tl = tl_results[key]
+        rows.append(dict(sweep=what, ours_s=ours_s, tl_s=tl_s, ratio=tl_s / ours_s,
+                         max_diff=(ours - tl.to(ours.dtype)).abs().max().item()))
+        r = rows[-1]
+        print(f"{what:40s} {r['ours_s']:6.2f} s {r['tl_s']:6.2f} s {r['ratio']:6.1f}x {r['max_diff']:9.1e}", flush=True)
+    return rows
+
+
 def bench_graders() -> None:
     """Every check as a learner runs it: an honest copy of the readable reference, defined
     outside the course's packages (so the answer-code watch runs too), in full mode (first
@@ -284,6 +336,8 @@ def main() -> None:
             bench_sweeps(name)
     if not ARGS.skip_attribution:
         bench_attribution()
+    if not ARGS.skip_dataset:
+        bench_dataset()
     if not ARGS.skip_graders:
         bench_graders()
 
