@@ -117,9 +117,8 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
     home = tmp_path / "learner"
     home.mkdir()
     started = installed.run(installed.venv, ["circuitlab", "start"], cwd=home)
-    assert "copied:   00_setup.ipynb, 00_setup.py" in started.stdout
-    assert sorted(p.name for p in home.iterdir()) == sorted(p.name for c in chapter_paths()
-                                                             for p in (c, c.with_suffix(".ipynb")))
+    assert "copied:   00_setup.ipynb, 01_residual_patching.ipynb" in started.stdout
+    assert sorted(p.name for p in home.iterdir()) == [c.with_suffix(".ipynb").name for c in chapter_paths()]
 
     run = installed.run(installed.venv, ["python", "-c", CHAPTER_0], cwd=home, timeout=900)
     expected = exercise_names(read_notebook(chapter_paths()[0]))
@@ -129,8 +128,8 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
 
     progress = installed.run(installed.venv, ["circuitlab", "progress"], cwd=home).stdout
     total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
-    assert all(f"  passed     {name:38s} score 1.00\n" in progress for name in expected), progress
-    assert "  not tried  patch_residual_stream\n" in progress
+    assert all(f"  {'passed':15s}  {name:38s} score 1.00\n" in progress for name in expected), progress
+    assert f"  {'not tried':15s}  patch_residual_stream\n" in progress
     assert progress.rstrip().endswith(f"{len(expected)} of {total} exercises passed, 0 failed, "
                                       f"{total - len(expected)} not tried.")
 
