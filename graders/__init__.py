@@ -86,7 +86,7 @@ def _record(result: Result) -> None:
     if path:
         with open(path, "a") as out:
             out.write(json.dumps({"exercise": result.exercise, "passed": result.passed, "score": result.score,
-                                  "feedback": result.feedback}) + "\n")
+                                  "implemented": result.implemented, "feedback": result.feedback}) + "\n")
 
 
 def _show(result: Result) -> None:
@@ -103,7 +103,7 @@ def _show(result: Result) -> None:
 
         bundle, metadata = shell.display_formatter.format(result)
         bundle[RESULT_MIME] = {"exercise": result.exercise, "passed": bool(result.passed),
-                               "score": float(result.score)}
+                               "score": float(result.score), "implemented": bool(result.implemented)}
         display(bundle, metadata=metadata, raw=True)
     else:
         print(result)
