@@ -212,7 +212,7 @@ class Grader:
         result = _summarise(exercise, results, explanation, [gm.label for gm in self.models], notes, mode)
         result.difference = next((d for check, got in failures if (d := _difference(check, got)) is not None), None)
         if escalate:
-            failures_in_a_row = self._attempts.record(exercise.name, result.passed)
+            failures_in_a_row = self._attempts.record(exercise.name, result.passed, explanation)
             extra = hints.progressive(exercise.hint, exercise.section, exercise.chapter, failures_in_a_row)
             if extra:
                 result.feedback += "\n" + "\n".join(extra)
