@@ -124,7 +124,8 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_
 
 
 def scorecard(title: str, run: ExecutedNotebook) -> tuple[str, bool]:
-    """A plain-text scorecard and whether every exercise passed."""
+    """A plain-text scorecard and whether every exercise passed; a failure's whole feedback
+    follows its line."""
     lines = [title]
     all_passed = bool(run.expected)
     for name in run.expected:
@@ -135,6 +136,8 @@ def scorecard(title: str, run: ExecutedNotebook) -> tuple[str, bool]:
             continue
         all_passed &= entry["passed"]
         mark = "PASS" if entry["passed"] else "FAIL"
-        summary = entry["feedback"].splitlines()[0] if entry["feedback"] else ""
+        summary, *details = entry["feedback"].splitlines() or [""]
         lines.append(f"  {mark}  {name:38s} score {entry['score']:.2f}  {summary}")
+        if not entry["passed"]:  # why, as the notebook shows it: first failure, diagnosis, hint
+            lines += [f"        {line}" for line in details]
     return "\n".join(lines), all_passed
