@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import jupytext
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from circuitlab.course_files import ChaptersNotFound, chapter_sources
@@ -95,6 +96,14 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _kernel_manager(tmp: Path) -> KernelManager:
+    """The kernel talks to us over Unix sockets in `tmp` where there are some: over TCP, ipykernel
+    warns on every start that the traffic is unencrypted (and anyone on the machine could connect)."""
+    if os.name == "nt":
+        return KernelManager(kernel_name="python3")
+    return KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp / "kernel"))
+
+
 def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_errors: bool = True) -> ExecutedNotebook:
     """Run `nb` in a fresh kernel and gather the results its check cells recorded."""
     expected = exercise_names(nb)
@@ -103,11 +112,16 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: int = 900, allow_
         # The kernel inherits these: where check cells record results, and no progress
         # bars (their widgets do not survive into a saved notebook).
         with _environment({RESULTS_ENV: str(record), PROGRESS_ENV: "0"}):
+            km = _kernel_manager(Path(tmp))
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                nb, km=km, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
                 resources={"metadata": {"path": str(workdir)}},
             )
-            client.execute()
+            try:
+                client.execute()
+            finally:
+                if km.has_kernel:  # a kernel manager we made is ours to shut down, not nbclient's
+                    km.shutdown_kernel(now=True)
         results = {}
         if record.exists():
             for line in record.read_text().splitlines():

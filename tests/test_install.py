@@ -91,6 +91,9 @@ def test_the_wheel_and_the_sdist_carry_the_course(installed):
     assert "circuitlab = circuitlab.cli:main" in wheel.read(entry_points).decode()
     sdist = {n.split("/", 1)[1] for n in tarfile.open(installed.sdist).getnames() if "/" in n}
     assert {f"chapters/{n}" for n in chapters} <= sdist and "graders/templates/offline/index.html.j2" in sdist
+    # what the tests import comes with them, so the sdist's tests run
+    assert {"tests/conftest.py", "tests/honest.py", "training/corpus.py", "training/scores.py",
+            "training/train_circuitlab_2l.py"} <= sdist
 
 
 # Run in the learner's directory with the venv's python: chapter 0 with the references pasted into

@@ -140,3 +140,13 @@ def test_the_scorecard_shows_a_failures_whole_feedback():
                                                                                              "gelu-2l, gpt2-small.")
     assert lines[2:5] == ["        " + line for line in feedback.splitlines()[1:]]
     assert lines[5].startswith("  PASS  logit_diff") and len(lines) == 6  # a pass stays one line
+
+
+def test_a_checked_notebook_runs_its_kernel_without_the_tcp_warning(tmp_path, capfd):
+    from graders.notebooks import execute
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    run = execute(nb, workdir=tmp_path)
+    assert run.notebook.cells[0].outputs[0]["text"] == "42\n"
+    said = capfd.readouterr()
+    assert "without encryption" not in said.err + said.out and "IPKernelApp" not in said.err, said.err
