@@ -162,3 +162,32 @@ def test_course_code_scores_zero_in_the_installed_wheel(installed, through, tmp_
     assert found["reference"] == [0.0, "Scored zero: this `logit_diff` is the course's own code "
                                         "(from solutions.ch00_setup), not yours. Define the function "
                                         "yourself in the exercise cell and check that."]
+
+
+# What is installed, read without importing anything (the venv below has no dependencies).
+INSTALLED = """
+import importlib.metadata, importlib.util, json, pathlib
+graders = importlib.util.find_spec("graders")
+declarations = pathlib.Path(graders.submodule_search_locations[0], "ch00_setup.py").read_text()
+print(json.dumps({"versions": sorted(d.version for d in importlib.metadata.distributions()
+                                     if d.metadata["Name"] == "circuitlab"),
+                  "solutions": importlib.util.find_spec("solutions") is not None,
+                  "known mistakes": "Mistake(" in declarations}))
+"""
+
+
+def test_the_student_wheel_and_the_full_one_replace_each_other(installed, tmp_path):
+    from graders.student_release import build
+
+    student = next((build(tmp_path / "student", wheel=True, log=lambda *_: None) / "dist").glob("*.whl"))
+    venv, empty = tmp_path / "venv", tmp_path / "empty"
+    empty.mkdir()
+    _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
+    version = installed.wheel.name.split("-")[1]
+    full = {"versions": [version], "solutions": True, "known mistakes": True}
+    students = {"versions": [f"{version}+student"], "solutions": False, "known mistakes": False}
+    # pip's handling of one distribution over another needs no dependencies: --no-deps keeps it to seconds
+    for wheel, expected in ((installed.wheel, full), (student, students), (installed.wheel, full), (student, students)):
+        installed.run(venv, ["python", "-m", "pip", "install", "--quiet", "--no-deps", wheel], cwd=empty)
+        found = json.loads(installed.run(venv, ["python", "-c", INSTALLED], cwd=empty).stdout)
+        assert found == expected, wheel.name

@@ -63,6 +63,24 @@ def test_no_line_of_a_reference_or_a_mistake_is_in_it(release):
     assert leaks == []
 
 
+def test_pip_and_a_person_tell_it_from_the_full_course(release):
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    wheel = next((release / "dist").glob("*.whl"))
+    assert wheel.name == f"circuitlab-{version}+student-py3-none-any.whl"  # the full one: circuitlab-{version}-...
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+    head, _, readme = metadata.partition("\n\n")
+    assert f"\nVersion: {version}+student\n" in head and "(student release: public checks, no references)" in head
+    # its own README: what the student release is and how a student uses it, nothing of the full course's
+    assert readme.startswith(f"# circuitlab {version}+student: the student release")
+    assert readme == (release / "README.md").read_text()
+    assert f"pip install circuitlab-{version}+student-py3-none-any.whl" in readme and "circuitlab start" in readme
+    for full_course_only in ("make course", "solutions/", "student-release", "nbgrader", "render"):
+        assert full_course_only not in readme, full_course_only
+
+
 def test_a_mistake_line_would_be_found():
     """The leak check can fail: the full package does hold those lines."""
     lines = distinctive_lines()
