@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from circuitlab import progress
-from graders import calls, hints
+from graders import calls, hints, token_diagnoses
 from graders.declare import Case, Exercise, Mistake
 from graders.calls import Outcome, guarded_call, short
 from graders.diagnoses import Failure, diagnose
@@ -209,6 +209,10 @@ class Grader:
         if (note := printed()) is not None:
             notes.append(note)
         explanation = self._explain(exercise, failures)
+        if explanation is None and mode == "public":  # no reference to compare with: what the answers show
+            explanation = token_diagnoses.same_answer_tokens(
+                [(check.gm.model, inputs, answered[call_key(check.gm, inputs)].value)
+                 for check, result in zip(checks, results) if not result.passed for inputs in check.calls])
         result = _summarise(exercise, results, explanation, [gm.label for gm in self.models], notes, mode)
         result.difference = next((d for check, got in failures if (d := _difference(check, got)) is not None), None)
         if escalate:
