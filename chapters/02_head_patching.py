@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -72,7 +72,9 @@ from transformer_lens.hook_points import HookPoint
 
 from circuitlab import course_model, head_by_position_figure, head_patching_figure
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
-from graders import check
+from graders import check, prepare
+
+prepare("02_head_patching")  # the checks get ready in the background (their models load) while you read on
 
 torch.set_grad_enabled(False)
 model = course_model()

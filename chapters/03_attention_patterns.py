@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -57,8 +57,10 @@ from torch import Tensor
 from circuitlab import course_model, head_labels, position_labels
 from circuitlab.attention_view import attention_heads
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
-from graders import check
+from graders import check, prepare
 from transformer_lens import patching  # TransformerLens's own sweeps: one forward pass per patched cell
+
+prepare("03_attention_patterns")  # the checks get ready in the background (their models load) while you read on
 
 torch.set_grad_enabled(False)
 model = course_model()

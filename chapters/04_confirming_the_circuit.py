@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -59,7 +59,9 @@ from transformer_lens.hook_points import HookPoint
 from circuitlab import composition_figure, course_model, patching_heatmap
 from circuitlab.composition import composition_baseline
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS, name_batch
-from graders import check
+from graders import check, prepare
+
+prepare("04_confirming_the_circuit")  # the checks get ready in the background (their models load) while you read on
 
 torch.set_grad_enabled(False)
 model = course_model()

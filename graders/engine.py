@@ -145,6 +145,13 @@ class Grader:
                                         self.time_limit(exercise, seconds, floor), expected, case))
         return checks
 
+    def prepare(self, exercise: Exercise, mode: str) -> None:
+        """Compute now what a first check of `exercise` in `mode` would compute before any
+        learner call (cases, reference answers, the inputs' caches and their snapshots)."""
+        for check in self.plan(exercise, mode):
+            for inputs in check.calls:
+                self.protected(check.gm, self.arguments(check.gm).build(inputs)[1])
+
     # ------------------------------------------------------------ learner calls
 
     def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float,
