@@ -9,12 +9,12 @@ import torch
 from circuitlab.plotting import residual_labels
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.compare import close_tensor
-from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
+from graders.declare import MODEL, Cache, Case, Exercise, Hook, Loop, Mistake, Property, answer_module
 from graders.models import GradingModel
 from graders.properties import close, shaped
 
 CHAPTER = "01_residual_patching"
-fast = answer_module("solutions.fast_patching")  # the graders' exact sweeps (answer code)
+fast = answer_module("circuitlab.sweeps.one_pair")  # the graders' exact sweeps (answer code)
 SHORT_PAIR = PatchingCase("short surname pair", "Alex Hart Alex", "Alex Carroll Alex", " Hart", " Carroll")
 
 
@@ -176,6 +176,8 @@ EXERCISES = [
     Exercise(
         name="residual_patching_sweep",
         chapter=CHAPTER,
+        # One pass per (layer, position) and one for the corrupt cache.
+        loop=Loop(lambda model, call: (model.cfg.n_layers + 1) * model.to_tokens(call["clean_prompt"]).shape[1] + 1),
         section="The layer × position sweep",
         hint=(
             "Cache the corrupt run once; for each of the n_layers + 1 hook names and each position, run the "
@@ -184,7 +186,7 @@ EXERCISES = [
         ),
         # Graded against the fast engine (same numbers, a fraction of the time); the
         # readable reference in solutions/ is what learners see and also passes this check.
-        reference="solutions.fast_patching:residual_patching_sweep",
+        reference="circuitlab.sweeps.one_pair:residual_patching_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
         properties=_sweep_properties,
