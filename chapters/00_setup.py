@@ -65,7 +65,9 @@ import torch
 from torch import Tensor
 
 from circuitlab import course_model
-from graders import check
+from graders import check, prepare
+
+prepare("00_setup")  # the checks get ready in the background (their models load) while you read on
 
 torch.set_grad_enabled(False)  # we only ever read and patch activations, never train
 

@@ -13,6 +13,7 @@ start kernels and load models.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def _progress(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="circuitlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     start = sub.add_parser("start", help="copy the chapters into DIR")
     start.add_argument("dir", nargs="?", default=".", help="where to put them (default: the current directory)")
     start.add_argument("--force", action="store_true", help="replace notebooks you edited with fresh copies")
@@ -81,20 +82,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(argv: list[str]) -> int:
+    if argv and argv[0] in GRADERS_COMMANDS:
+        from graders.__main__ import main as graders_main
+
+        return graders_main(argv, prog="circuitlab")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # plain `circuitlab`: what it can do, not just argparse's complaint
+        parser.print_help()
+        return 2
+    return args.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from circuitlab.course_files import ChaptersNotFound
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv and argv[0] in GRADERS_COMMANDS:
-            from graders.__main__ import main as graders_main
-
-            return graders_main(argv, prog="circuitlab")
-        args = _parser().parse_args(argv)
-        return args.run(args)
+        code = _run(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
     except ChaptersNotFound as missing:
         print(missing, file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `circuitlab progress | head`: the reader has what it wanted
+        # Python would report the pipe again when it flushes stdout at exit: point stdout elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ Stdlib only: `circuitlab start` and the graders both ask it, and it needs neithe
 
 from __future__ import annotations
 
-import filecmp
-import shutil
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +40,18 @@ def chapter_sources() -> list[Path]:
 
 
 def chapter_files() -> list[Path]:
-    """Every file a learner gets: each chapter's .ipynb and its paired .py."""
-    return [path for source in chapter_sources() for path in (source.with_suffix(".ipynb"), source)]
+    """Every file a learner gets: each chapter's .ipynb. (Its paired .py is the authors' source:
+    a learner's copy beside the notebook would make Jupyter refuse the notebook once it is edited
+    outside JupyterLab, as "more recent than" the .py.)"""
+    return [source.with_suffix(".ipynb") for source in chapter_sources()]
+
+
+def learner_copy(shipped: Path) -> bytes:
+    """The shipped notebook as a learner gets it: without the jupytext pairing metadata, so that
+    it opens in Jupyter whatever edited it last. Written as nbformat writes a notebook."""
+    nb = json.loads(shipped.read_text(encoding="utf-8"))
+    nb.get("metadata", {}).pop("jupytext", None)
+    return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 @dataclass
@@ -62,9 +71,10 @@ def copy_chapters(dest: Path, force: bool = False) -> Copied:
     done = Copied()
     for shipped in chapter_files():
         target = dest / shipped.name
-        if not target.exists():
+        content = learner_copy(shipped)
+        if not target.exists() or target.read_bytes() == shipped.read_bytes():  # new, or an untouched older copy
             bucket = done.copied
-        elif filecmp.cmp(shipped, target, shallow=False):
+        elif target.read_bytes() == content:
             done.unchanged.append(target.name)
             continue
         elif force:
@@ -72,6 +82,6 @@ def copy_chapters(dest: Path, force: bool = False) -> Copied:
         else:
             done.kept.append(target.name)
             continue
-        shutil.copyfile(shipped, target)
+        target.write_bytes(content)
         bucket.append(target.name)
     return done

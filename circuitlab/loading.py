@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Optional, Union
@@ -128,6 +129,12 @@ def packaged_weights(spec: ModelSpec) -> Path:
     return Path(__file__).parent / "data" / spec.weights_file
 
 
+# One model is built at a time in a process: a build draws its initial weights from torch's global
+# random generator (a random twin under a fixed seed), and graders.prepare builds the grading
+# models in a background thread while a chapter builds its own.
+_BUILDING = threading.RLock()
+
+
 def load_model(
     name: Optional[str] = None,
     weights: Weights = "pretrained",
@@ -146,12 +153,10 @@ def load_model(
         name, weights = default_model()
     spec = resolve_name(name)
     device = str(device) if device is not None else default_device()
-    if weights == "random":
-        model = _boot_random_twin(spec, device)
-    elif weights == "pretrained":
-        model = _boot_pretrained(spec, device)
-    else:
+    if weights not in ("random", "pretrained"):
         raise ValueError(f"weights must be 'pretrained' or 'random', not {weights!r}")
+    with _BUILDING:
+        model = _boot_random_twin(spec, device) if weights == "random" else _boot_pretrained(spec, device)
     model.enable_compatibility_mode(disable_warnings=True)
     # Bridges can come back in training mode; dropout would make runs disagree.
     model.eval()

@@ -1,7 +1,7 @@
 """A self-study scorecard read from the learner's saved notebooks (`circuitlab progress`).
 
 `graders.check` shows each Result with a machine-readable part, RESULT_MIME, holding
-{"exercise", "passed", "score"}. Jupyter saves it with the cell's outputs, so the last one
+{"exercise", "passed", "score", "implemented"} ("implemented" false: the check ran on the stub). Jupyter saves it with the cell's outputs, so the last one
 per exercise in a saved .ipynb is where the learner stands, without running anything.
 Stdlib only: reading progress starts no kernel and imports no graders.
 """
@@ -43,13 +43,17 @@ def _source(cell: dict) -> str:
 
 
 def saved_results(path: Path) -> dict[str, dict]:
-    """exercise -> {"passed", "score"} from the last check output saved in the notebook at `path`."""
+    """exercise -> {"passed", "score", "implemented"} from the last check output saved in the notebook at `path`."""
     results: dict[str, dict] = {}
     for cell in _code_cells(path):
         for output in cell.get("outputs", []):
-            entry = output.get("data", {}).get(RESULT_MIME)
+            data = output.get("data", {})
+            entry = data.get(RESULT_MIME)
             if isinstance(entry, dict) and "exercise" in entry:
-                results[entry["exercise"]] = {"passed": bool(entry.get("passed")), "score": entry.get("score")}
+                # Saved before "implemented" was recorded: the stub's verdict says so in its text.
+                stub = "not implemented yet" in _source({"source": data.get("text/plain", "")})
+                results[entry["exercise"]] = {"passed": bool(entry.get("passed")), "score": entry.get("score"),
+                                              "implemented": bool(entry.get("implemented", not stub))}
     return results
 
 
@@ -73,26 +77,34 @@ def progress(workdir: Path) -> list[ChapterProgress]:
     return chapters
 
 
+STATES = ("passed", "failed", "not implemented", "not tried")
+
+
 def status(result: Optional[dict]) -> str:
+    """passed / failed / not implemented (checked on the untouched stub) / not tried (never checked)."""
     if result is None:
         return "not tried"
-    return "passed" if result["passed"] else "failed"
+    if result["passed"]:
+        return "passed"
+    return "failed" if result.get("implemented", True) else "not implemented"
 
 
 def progress_report(workdir: Path, chapters: list[ChapterProgress]) -> str:
-    """Every chapter and exercise with passed / failed / not tried, and the totals."""
+    """Every chapter and exercise with its state (STATES), and the totals."""
     lines = [f"Progress in {workdir} (read from the check results saved in the notebooks: "
              "save a notebook after running its checks)"]
-    counts = {"passed": 0, "failed": 0, "not tried": 0}
+    counts = dict.fromkeys(STATES, 0)
     for chapter in chapters:
         missing = "" if chapter.notebook else f"  ({chapter.chapter}.ipynb is not here: `circuitlab start` copies it)"
         lines.append(f"{chapter.chapter}{missing}")
         for name, result in chapter.exercises.items():
             state = status(result)
             counts[state] += 1
-            score = f"score {result['score']:.2f}" if result and isinstance(result.get("score"), (int, float)) else ""
-            lines.append(f"  {state:9s}  {name:38s} {score}".rstrip())
+            scored = state in ("passed", "failed") and isinstance(result.get("score"), (int, float))
+            score = f"score {result['score']:.2f}" if scored else ""
+            lines.append(f"  {state:15s}  {name:38s} {score}".rstrip())
     total = sum(counts.values())
-    lines.append(f"{counts['passed']} of {total} exercises passed, {counts['failed']} failed, "
+    stubs = f", {counts['not implemented']} not implemented yet" if counts["not implemented"] else ""
+    lines.append(f"{counts['passed']} of {total} exercises passed, {counts['failed']} failed{stubs}, "
                  f"{counts['not tried']} not tried.")
     return "\n".join(lines)

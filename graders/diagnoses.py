@@ -1,7 +1,8 @@
 """Diagnoses that hold for any exercise, read from how a wrong answer relates to the
 reference: all zeros or constant, negated, the clean logit difference subtracted,
 transposed, rows or columns shifted or reordered, off by a constant factor such as
-√d_head, a masked (-inf) attention cell read, a softmax taken before the causal mask.
+√d_head, a masked (-inf) attention cell read, a softmax taken before the causal mask; and
+the token-string mistakes of graders.token_diagnoses.
 
 They run on the trusted side after every learner call, on the failed cases only, and
 only name a relation that holds on every failed case. An exercise's own known
@@ -17,11 +18,11 @@ from typing import Any, Callable, Optional
 import torch
 
 from circuitlab.prompts import PatchingCase
+from graders import token_diagnoses
 from graders.inputs import MODEL
+from graders.token_diagnoses import BOS_ADVICE
 
 PATCHING_KEYS = ("clean_prompt", "corrupt_prompt", "clean_answer", "corrupt_answer")
-BOS_ADVICE = ("In TransformerLens 4 `model.tokenizer.encode(' Hart')[0]` and `model.to_tokens(' Hart')[0, 0]` are the "
-              "BOS token, not ' Hart': use `model.to_single_token(' Hart')`.")
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Failure:
 
 def diagnose(failures: list[Failure]) -> Optional[str]:
     """The first relation that every failure shows, as one sentence; None if none does."""
+    named = {token_diagnoses.relation(f.model, f.got, f.expected) for f in failures}  # token strings first
+    if len(named) == 1 and None not in named:
+        return named.pop()
     for rule in RULES:
         sentences = set()
         for failure in failures:
@@ -90,7 +94,7 @@ def masked_cell(f: Failure, got: torch.Tensor, expected: torch.Tensor) -> Option
 def all_zero(f: Failure, got: torch.Tensor, expected: torch.Tensor) -> Optional[str]:
     if got.shape != expected.shape or bool(got.any()) or not bool(expected.any()):
         return None
-    if f.patching() is not None:
+    if f.patching() is not None or token_diagnoses.takes_tokens(f.model, f.inputs):
         return f"Every entry of your answer is 0, as if both answers were the same token. {BOS_ADVICE}"
     return ("Your answer is all zeros: did you return a tensor you created (e.g. torch.zeros) without "
             "filling it in?")

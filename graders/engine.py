@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from circuitlab import progress
-from graders import calls, hints, limits
+from graders import calls, hints, limits, token_diagnoses
 from graders.declare import Case, Exercise, Mistake
 from graders.calls import Outcome, guarded_call, short
 from graders.diagnoses import Failure, diagnose
@@ -169,6 +169,13 @@ class Grader:
                                         self.time_limit(exercise, seconds, floor, gm, [case.inputs]), expected, case))
         return checks
 
+    def prepare(self, exercise: Exercise, mode: str) -> None:
+        """Compute now what a first check of `exercise` in `mode` would compute before any
+        learner call (cases, reference answers, the inputs' caches and their snapshots)."""
+        for check in self.plan(exercise, mode):
+            for inputs in check.calls:
+                self.protected(check.gm, self.arguments(check.gm).build(inputs)[1])
+
     # ------------------------------------------------------------ learner calls
 
     def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float, *,
@@ -234,10 +241,14 @@ class Grader:
         if (note := printed()) is not None:
             notes.append(note)
         explanation = self._explain(exercise, failures)
+        if explanation is None and mode == "public":  # no reference to compare with: what the answers show
+            explanation = token_diagnoses.same_answer_tokens(
+                [(check.gm.model, inputs, answered[call_key(check.gm, inputs)].value)
+                 for check, result in zip(checks, results) if not result.passed for inputs in check.calls])
         result = _summarise(exercise, results, explanation, [gm.label for gm in self.models], notes, mode)
         result.difference = next((d for check, got in failures if (d := _difference(check, got)) is not None), None)
         if escalate:
-            failures_in_a_row = self._attempts.record(exercise.name, result.passed)
+            failures_in_a_row = self._attempts.record(exercise.name, result.passed, explanation)
             extra = hints.progressive(exercise.hint, exercise.section, exercise.chapter, failures_in_a_row)
             if extra:
                 result.feedback += "\n" + "\n".join(extra)

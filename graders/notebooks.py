@@ -16,6 +16,7 @@ from typing import Iterator, Optional
 
 import jupytext
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from circuitlab.course_files import ChaptersNotFound, chapter_sources
@@ -108,6 +109,14 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _kernel_manager(tmp: Path) -> KernelManager:
+    """The kernel talks to us over Unix sockets in `tmp` where there are some: over TCP, ipykernel
+    warns on every start that the traffic is unencrypted (and anyone on the machine could connect)."""
+    if os.name == "nt":
+        return KernelManager(kernel_name="python3")
+    return KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp / "kernel"))
+
+
 def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float = limits.CHAPTER_CELL_S, *,
             allow_errors: bool = True) -> ExecutedNotebook:
     """Run `nb` in a fresh kernel and gather the results its check cells recorded."""
@@ -117,11 +126,16 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float = limits.CH
         # The kernel inherits these: where check cells record results, and no progress
         # bars (their widgets do not survive into a saved notebook).
         with _environment({RESULTS_ENV: str(record), PROGRESS_ENV: "0"}):
+            km = _kernel_manager(Path(tmp))
             client = NotebookClient(
-                nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                nb, km=km, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
                 resources={"metadata": {"path": str(workdir)}},
             )
-            client.execute()
+            try:
+                client.execute()
+            finally:
+                if km.has_kernel:  # a kernel manager we made is ours to shut down, not nbclient's
+                    km.shutdown_kernel(now=True)
         results = {}
         if record.exists():
             for line in record.read_text().splitlines():
@@ -138,7 +152,8 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, timeout: float = limits.CH
 
 
 def scorecard(title: str, run: ExecutedNotebook) -> tuple[str, bool]:
-    """A plain-text scorecard and whether every exercise passed."""
+    """A plain-text scorecard and whether every exercise passed; a failure's whole feedback
+    follows its line."""
     lines = [title]
     all_passed = bool(run.expected)
     for name in run.expected:
@@ -149,6 +164,8 @@ def scorecard(title: str, run: ExecutedNotebook) -> tuple[str, bool]:
             continue
         all_passed &= entry["passed"]
         mark = "PASS" if entry["passed"] else "FAIL"
-        summary = entry["feedback"].splitlines()[0] if entry["feedback"] else ""
+        summary, *details = entry["feedback"].splitlines() or [""]
         lines.append(f"  {mark}  {name:38s} score {entry['score']:.2f}  {summary}")
+        if not entry["passed"]:  # why, as the notebook shows it: first failure, diagnosis, hint
+            lines += [f"        {line}" for line in details]
     return "\n".join(lines), all_passed

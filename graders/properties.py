@@ -11,12 +11,14 @@ import torch
 
 
 def single_token(model, text: Any) -> Optional[str]:
+    from graders.token_diagnoses import not_one_token  # names a token-string mistake where one explains it
+
     if type(text) is not str:
-        return f"returned {type(text).__name__}, expected a str"
+        return " ".join(filter(None, (f"returned {type(text).__name__}, expected a str.", not_one_token(model, text))))
     try:
         model.to_single_token(text)
     except Exception:
-        return f"{text!r} is not exactly one token of the model's vocabulary"
+        return not_one_token(model, text) or f"{text!r} is not exactly one token of the model's vocabulary"
     return None
 
 

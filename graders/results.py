@@ -32,6 +32,7 @@ class Result:
     cases: list[CaseResult] = field(default_factory=list)
     difference: Optional[tuple[str, torch.Tensor]] = None  # (case label, learner − reference) of a sweep
     mode: str = "full"
+    implemented: bool = True  # False: the function is still the chapter's stub
 
     def __str__(self) -> str:
         mark = "PASS" if self.passed else "FAIL"
@@ -64,7 +65,7 @@ class Result:
 
 def not_implemented(name: str, mode: str = "full") -> Result:
     return Result(name, False, 0.0, f"not implemented yet: replace `raise NotImplementedError` in `{name}` "
-                  "with your code, run that cell, then run this check again.", mode=mode)
+                  "with your code, run that cell, then run this check again.", mode=mode, implemented=False)
 
 
 def reads_course_code(name: str, what: str, mode: str = "full") -> Result:

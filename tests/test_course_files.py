@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from circuitlab import cli, course_files
-from circuitlab.course_files import ChaptersNotFound, chapter_files, chapters_dir, copy_chapters
+from circuitlab.course_files import ChaptersNotFound, chapter_files, chapters_dir, copy_chapters, learner_copy
 from circuitlab.saved_results import RESULT_MIME, checked_exercises, progress
 from graders import __main__ as graders_cli
 from graders.notebooks import chapter_paths, exercise_names, read_notebook
@@ -113,22 +113,22 @@ def test_check_refuses_a_missing_notebook_and_one_without_checks(tmp_path, capsy
 # ---------------------------------------------------------------- circuitlab start
 
 
-def test_start_copies_every_chapter_pair_and_never_overwrites_an_edit(tmp_path, capsys):
+def test_start_copies_every_chapter_notebook_and_never_overwrites_an_edit(tmp_path, capsys):
     mine = tmp_path / "course"
     assert cli.main(["start", str(mine)]) == 0
-    shipped = {p.name: p.read_bytes() for p in chapter_files()}
-    assert {"00_setup.ipynb", "00_setup.py", "03_attention_patterns.ipynb"} <= set(shipped)
-    assert {p.name: p.read_bytes() for p in mine.iterdir()} == shipped
-    assert "copied:   00_setup.ipynb, 00_setup.py, 01_residual_patching.ipynb" in capsys.readouterr().out
+    shipped = {p.name: learner_copy(p) for p in chapter_files()}
+    assert {"00_setup.ipynb", "03_attention_patterns.ipynb"} <= set(shipped)
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == shipped  # no paired .py: see the Jupyter test
+    assert "copied:   00_setup.ipynb, 01_residual_patching.ipynb" in capsys.readouterr().out
 
     edited = mine / "00_setup.ipynb"
     edited.write_text("my answers")
-    (mine / "01_residual_patching.py").unlink()
+    (mine / "01_residual_patching.ipynb").unlink()
     assert cli.main(["start", str(mine)]) == 0
     said = capsys.readouterr().out
     assert edited.read_text() == "my answers"
     assert "kept, because you edited them" in said and said.count("00_setup.ipynb") >= 1
-    assert "copied:   01_residual_patching.py\n" in said
+    assert "copied:   01_residual_patching.ipynb\n" in said
     assert f"already there, unchanged: {len(shipped) - 2} files" in said
 
     done = copy_chapters(mine, force=True)
@@ -136,12 +136,25 @@ def test_start_copies_every_chapter_pair_and_never_overwrites_an_edit(tmp_path, 
     assert edited.read_bytes() == shipped["00_setup.ipynb"]
 
 
+def test_the_learners_copy_is_the_notebook_without_its_jupytext_pairing(tmp_path):
+    for path in chapter_files():
+        shipped, mine = nbformat.read(path, as_version=4), nbformat.reads(learner_copy(path).decode(), as_version=4)
+        assert shipped.metadata.jupytext.formats == "ipynb,py:percent"  # the authors' pairing
+        assert "jupytext" not in mine.metadata and mine.metadata.kernelspec == shipped.metadata.kernelspec
+        assert mine.cells == shipped.cells
+    # a copy an older `start` made (the shipped file as it is) is untouched: it is brought up to date
+    older = tmp_path / "00_setup.ipynb"
+    older.write_bytes(chapter_files()[0].read_bytes())
+    assert copy_chapters(tmp_path).copied[0] == "00_setup.ipynb"
+    assert older.read_bytes() == learner_copy(chapter_files()[0])
+
+
 # ---------------------------------------------------------------- circuitlab progress
 
 
-def _output(exercise, passed, score):
+def _output(exercise, passed, score, **more):
     return nbformat.v4.new_output("display_data", data={
-        "text/plain": f"{exercise} {passed}", RESULT_MIME: {"exercise": exercise, "passed": passed, "score": score}})
+        "text/plain": f"{exercise} {passed}", RESULT_MIME: {"exercise": exercise, "passed": passed, "score": score, **more}})
 
 
 def test_progress_reads_the_last_saved_result_of_each_exercise(tmp_path, capsys):
@@ -160,12 +173,41 @@ def test_progress_reads_the_last_saved_result_of_each_exercise(tmp_path, capsys)
     assert cli.main(["progress", str(tmp_path)]) == 0
     report = capsys.readouterr().out
     total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
-    assert f"  passed     {'next_token_prediction':38s} score 1.00\n" in report
-    assert "  not tried  top_tokens_by_unembed_bias\n" in report
-    assert f"  failed     {'logit_diff':38s} score 0.50\n" in report
+    assert f"  {'passed':15s}  {'next_token_prediction':38s} score 1.00\n" in report
+    assert f"  {'not tried':15s}  top_tokens_by_unembed_bias\n" in report
+    assert f"  {'failed':15s}  {'logit_diff':38s} score 0.50\n" in report
     assert "01_residual_patching  (01_residual_patching.ipynb is not here: `circuitlab start` copies it)" in report
-    assert "  not tried  patch_residual_stream\n" in report
+    assert f"  {'not tried':15s}  patch_residual_stream\n" in report
     assert report.rstrip().endswith(f"1 of {total} exercises passed, 1 failed, {total - 2} not tried.")
+
+
+def test_progress_tells_an_untouched_stub_from_a_wrong_answer(tmp_path, capsys):
+    copy_chapters(tmp_path)
+    path = tmp_path / "00_setup.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    checks = {name: cell for cell in nb.cells if cell.cell_type == "code" for name in checked_exercises([cell.source])}
+    checks["next_token_prediction"].outputs = [_output("next_token_prediction", False, 0.0, implemented=False)]
+    checks["logit_diff"].outputs = [_output("logit_diff", False, 0.0, implemented=True)]
+    # saved before "implemented" was recorded: the stub's verdict says so in its text
+    older = _output("top_tokens_by_unembed_bias", False, 0.0)
+    older.data["text/plain"] = "[FAIL] top_tokens_by_unembed_bias (score 0.00)\nnot implemented yet: replace ..."
+    checks["top_tokens_by_unembed_bias"].outputs = [older]
+    nbformat.write(nb, path)
+
+    assert cli.main(["progress", str(tmp_path)]) == 0
+    report = capsys.readouterr().out
+    total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
+    assert f"  not implemented  next_token_prediction\n" in report
+    assert f"  not implemented  top_tokens_by_unembed_bias\n" in report
+    assert f"  {'failed':15s}  {'logit_diff':38s} score 0.00\n" in report
+    assert report.rstrip().endswith(f"0 of {total} exercises passed, 1 failed, 2 not implemented yet, "
+                                    f"{total - 3} not tried.")
+
+
+def test_the_stubs_check_result_is_saved_as_not_implemented():
+    from graders.results import not_implemented
+
+    assert not not_implemented("logit_diff").implemented
 
 
 def test_progress_survives_a_notebook_that_is_not_json(tmp_path):
@@ -195,7 +237,7 @@ def test_check_shows_a_machine_readable_result_next_to_the_html():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (bundle,) = json.loads(proc.stdout.splitlines()[-1])
-    assert bundle[RESULT_MIME] == {"exercise": "logit_diff", "passed": False, "score": 0.25}
+    assert bundle[RESULT_MIME] == {"exercise": "logit_diff", "passed": False, "score": 0.25, "implemented": True}
     assert "off by one" in bundle["text/html"] and bundle["text/plain"].startswith("[FAIL] logit_diff")
 
 
@@ -204,7 +246,8 @@ def test_progress_of_a_chapter_run_with_the_references(executed_chapter, tmp_pat
     nbformat.write(run.notebook, tmp_path / "00_setup.ipynb")
     (chapter, *_) = progress(tmp_path)
     assert list(chapter.exercises) == run.expected
-    assert all(result == {"passed": True, "score": 1.0} for result in chapter.exercises.values()), chapter
+    assert all(result == {"passed": True, "score": 1.0, "implemented": True}
+               for result in chapter.exercises.values()), chapter
 
 
 # ---------------------------------------------------------------- each chapter's first code cell

@@ -79,3 +79,36 @@ def test_check_records_for_the_cli(tmp_path, monkeypatch, capsys):
     assert result.passed
     assert '"exercise": "top_tokens_by_unembed_bias"' in record.read_text()
     assert "[PASS] top_tokens_by_unembed_bias" in capsys.readouterr().out
+
+
+def test_a_new_mistake_starts_its_own_hint_ladder():
+    from graders.engine import Grader
+    from graders.hints import Attempts
+    from graders.registry import exercise
+
+    grader = Grader(graders._GRADER.models, attempts=Attempts())  # the shared models, a session of its own
+    declared = exercise("logit_diff")
+
+    def swapped(logits, correct_token, wrong_token):
+        return logits[0, -1, wrong_token] - logits[0, -1, correct_token]
+
+    def first_position(logits, correct_token, wrong_token):
+        return logits[0, 0, correct_token] - logits[0, 0, wrong_token]
+
+    first, second = (grader.grade(declared, swapped).feedback for _ in range(2))
+    assert "wrong way round" in first and "Hint:" not in first
+    assert "wrong way round" in second and "Hint: logits[0, -1]" in second
+    other = grader.grade(declared, first_position).feedback
+    assert "used the first position" in other
+    assert "Hint:" not in other and "Reread" not in other  # its first try: no hint yet, never "reread"
+    assert "Hint:" in grader.grade(declared, first_position).feedback
+    assert "Reread the section" in grader.grade(declared, swapped).feedback  # the first mistake's third time
+
+
+def test_attempts_count_per_mistake_and_a_pass_resets_them():
+    from graders.hints import Attempts
+
+    attempts = Attempts()
+    assert [attempts.record("a", False, "m1"), attempts.record("a", False, "m1"), attempts.record("a", False, "m2"),
+            attempts.record("a", False, None), attempts.record("b", False, "m1")] == [1, 2, 1, 1, 1]
+    assert attempts.record("a", True) == 0 and attempts.record("a", False, "m1") == 1

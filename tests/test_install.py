@@ -91,6 +91,9 @@ def test_the_wheel_and_the_sdist_carry_the_course(installed):
     assert "circuitlab = circuitlab.cli:main" in wheel.read(entry_points).decode()
     sdist = {n.split("/", 1)[1] for n in tarfile.open(installed.sdist).getnames() if "/" in n}
     assert {f"chapters/{n}" for n in chapters} <= sdist and "graders/templates/offline/index.html.j2" in sdist
+    # what the tests import comes with them, so the sdist's tests run
+    assert {"tests/conftest.py", "tests/honest.py", "training/corpus.py", "training/scores.py",
+            "training/train_circuitlab_2l.py"} <= sdist
 
 
 # Run in the learner's directory with the venv's python: chapter 0 with the references pasted into
@@ -117,9 +120,8 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
     home = tmp_path / "learner"
     home.mkdir()
     started = installed.run(installed.venv, ["circuitlab", "start"], cwd=home)
-    assert "copied:   00_setup.ipynb, 00_setup.py" in started.stdout
-    assert sorted(p.name for p in home.iterdir()) == sorted(p.name for c in chapter_paths()
-                                                             for p in (c, c.with_suffix(".ipynb")))
+    assert "copied:   00_setup.ipynb, 01_residual_patching.ipynb" in started.stdout
+    assert sorted(p.name for p in home.iterdir()) == [c.with_suffix(".ipynb").name for c in chapter_paths()]
 
     run = installed.run(installed.venv, ["python", "-c", CHAPTER_0], cwd=home, timeout=900)
     expected = exercise_names(read_notebook(chapter_paths()[0]))
@@ -129,8 +131,8 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
 
     progress = installed.run(installed.venv, ["circuitlab", "progress"], cwd=home).stdout
     total = sum(len(exercise_names(read_notebook(c))) for c in chapter_paths())
-    assert all(f"  passed     {name:38s} score 1.00\n" in progress for name in expected), progress
-    assert "  not tried  patch_residual_stream\n" in progress
+    assert all(f"  {'passed':15s}  {name:38s} score 1.00\n" in progress for name in expected), progress
+    assert f"  {'not tried':15s}  patch_residual_stream\n" in progress
     assert progress.rstrip().endswith(f"{len(expected)} of {total} exercises passed, 0 failed, "
                                       f"{total - len(expected)} not tried.")
 
@@ -160,3 +162,32 @@ def test_course_code_scores_zero_in_the_installed_wheel(installed, through, tmp_
     assert found["reference"] == [0.0, "Scored zero: this `logit_diff` is the course's own code "
                                         "(from solutions.ch00_setup), not yours. Define the function "
                                         "yourself in the exercise cell and check that."]
+
+
+# What is installed, read without importing anything (the venv below has no dependencies).
+INSTALLED = """
+import importlib.metadata, importlib.util, json, pathlib
+graders = importlib.util.find_spec("graders")
+declarations = pathlib.Path(graders.submodule_search_locations[0], "ch00_setup.py").read_text()
+print(json.dumps({"versions": sorted(d.version for d in importlib.metadata.distributions()
+                                     if d.metadata["Name"] == "circuitlab"),
+                  "solutions": importlib.util.find_spec("solutions") is not None,
+                  "known mistakes": "Mistake(" in declarations}))
+"""
+
+
+def test_the_student_wheel_and_the_full_one_replace_each_other(installed, tmp_path):
+    from graders.student_release import build
+
+    student = next((build(tmp_path / "student", wheel=True, log=lambda *_: None) / "dist").glob("*.whl"))
+    venv, empty = tmp_path / "venv", tmp_path / "empty"
+    empty.mkdir()
+    _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
+    version = installed.wheel.name.split("-")[1]
+    full = {"versions": [version], "solutions": True, "known mistakes": True}
+    students = {"versions": [f"{version}+student"], "solutions": False, "known mistakes": False}
+    # pip's handling of one distribution over another needs no dependencies: --no-deps keeps it to seconds
+    for wheel, expected in ((installed.wheel, full), (student, students), (installed.wheel, full), (student, students)):
+        installed.run(venv, ["python", "-m", "pip", "install", "--quiet", "--no-deps", wheel], cwd=empty)
+        found = json.loads(installed.run(venv, ["python", "-c", INSTALLED], cwd=empty).stdout)
+        assert found == expected, wheel.name

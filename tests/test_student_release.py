@@ -31,12 +31,12 @@ def _norm(text: str) -> str:
 
 
 def distinctive_lines() -> dict[str, str]:
-    """Lines of every reference (all of solutions/) and every known mistake that a student
+    """Lines of every reference (all of solutions/ and circuitlab/sweeps/) and every known mistake that a student
     could not find in the chapters: normalised (no spaces, one kind of quote), >= 30 characters
     (shorter ones are generic: `n_heads = model.cfg.n_heads`)."""
     public = _norm("".join(p.read_text() for p in (REPO / "chapters").glob("*.py")))
     found = {}
-    for path in (REPO / "solutions").glob("*.py"):
+    for path in [*(REPO / "solutions").glob("*.py"), *(REPO / "circuitlab" / "sweeps").glob("*.py")]:
         for line in path.read_text().splitlines():
             found[_norm(line)] = f"{path.name}: {line.strip()}"
     for exercise in EXERCISES.values():
@@ -56,12 +56,30 @@ def test_no_line_of_a_reference_or_a_mistake_is_in_it(release):
         texts = {n: archive.read(n).decode() for n in names if n.endswith((".py", ".ipynb", ".md", ".json", ".txt"))}
     assert not [n for n in names if n.startswith("solutions/")]
     assert any(n.startswith("circuitlab/chapters/00_setup") for n in names)
-    assert "circuitlab/sweeps/exact.py" in names  # the explorer's engine ships (answer code, guarded)
+    assert not [n for n in names if n.startswith(("circuitlab/sweeps/", "circuitlab/explore/"))]
     tree = {str(p.relative_to(release)): p.read_text() for d in PACKAGE_DIRS for p in (release / d).rglob("*")
             if p.is_file() and p.suffix in (".py", ".ipynb", ".md")}
     leaks = [(file, where) for file, text in {**texts, **tree}.items() for norm, where in lines.items()
              if norm in _norm(text)]
     assert leaks == []
+
+
+def test_pip_and_a_person_tell_it_from_the_full_course(release):
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    wheel = next((release / "dist").glob("*.whl"))
+    assert wheel.name == f"circuitlab-{version}+student-py3-none-any.whl"  # the full one: circuitlab-{version}-...
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [archive.read(n).decode() for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+    head, _, readme = metadata.partition("\n\n")
+    assert f"\nVersion: {version}+student\n" in head and "(student release: public checks, no references)" in head
+    # its own README: what the student release is and how a student uses it, nothing of the full course's
+    assert readme.startswith(f"# circuitlab {version}+student: the student release")
+    assert readme == (release / "README.md").read_text()
+    assert f"pip install circuitlab-{version}+student-py3-none-any.whl" in readme and "circuitlab start" in readme
+    for full_course_only in ("make course", "solutions/", "student-release", "nbgrader", "render"):
+        assert full_course_only not in readme, full_course_only
 
 
 def test_a_mistake_line_would_be_found():
@@ -101,7 +119,7 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
             "mistakes": sum(len(e.mistakes) for e in EXERCISES.values()),
             "public": graders.public_mode(),
             "passed": [r.passed for r in results], "modes": [r.mode for r in results],
-            "sweeps_from": importlib.util.find_spec("circuitlab.sweeps").origin,
+            "sweeps_from": importlib.util.find_spec("circuitlab.sweeps"),
             "wrong": results[1].feedback, "stub": results[2].feedback, "sweeps": results[3].feedback}))
     """)
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=600,
@@ -115,6 +133,6 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
     assert out["passed"] == [True, False, False, False] and out["modes"] == ["public"] * 4
     assert "must be positive" in out["wrong"]
     assert out["stub"].startswith("not implemented yet")
-    # circuitlab.sweeps ships in the release and stays answer code there
-    assert out["sweeps_from"] == str(release / "circuitlab" / "sweeps" / "__init__.py")
-    assert "Scored zero: your function reads the course's own code (imports circuitlab.sweeps)" in out["sweeps"]
+    # the exact sweeps (answer code) are not in the release at all
+    assert out["sweeps_from"] is None
+    assert "No module named 'circuitlab.sweeps'" in out["sweeps"]
