@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -66,8 +66,9 @@ from transformer_lens.hook_points import HookPoint
 from circuitlab import course_model, load_model, patching_heatmap, position_labels, weights_cached
 from circuitlab import datasets
 from circuitlab.answer_logits import final_logit_diffs
-from graders import check
+from graders import check, prepare
 
+prepare("06_dataset_patching")  # the checks get ready in the background (their models load) while you read on
 torch.set_grad_enabled(False)
 model = course_model()
 n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
