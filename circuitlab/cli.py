@@ -3,6 +3,8 @@
     circuitlab start [DIR] [--force]   copy the chapters into DIR (default: here) to work on them
     circuitlab check NOTEBOOK          run a notebook in a fresh kernel and grade every exercise
     circuitlab progress [DIR]          passed / failed / not tried, from the notebooks saved in DIR
+    circuitlab explore [--port N]      the patching explorer: a web page that patches any prompts (needs the
+                                       `explore` extra)
     circuitlab render | course | autograde ...   the graders' commands (`python -m graders`), passed through
 
 Exit codes: 0 done, 1 an exercise failed (check, render), 2 nothing to work on (no chapters,
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     progress = sub.add_parser("progress", help="passed / failed / not tried for every exercise")
     progress.add_argument("dir", nargs="?", default=".", help="where your notebooks are (default: here)")
     progress.set_defaults(run=_progress)
+    sub.add_parser("explore", help="serve the patching explorer (`explore -h` for its options)")
     for name, says in (("check", "grade a notebook"), ("render", "run every chapter with the references"),
                        ("course", "build the nbgrader course"),
                        ("autograde", "grade a class's submissions in sandboxes")):
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from graders.__main__ import main as graders_main
 
             return graders_main(argv, prog="circuitlab")
+        if argv and argv[0] == "explore":
+            from circuitlab.explore import main as explore_main
+
+            return explore_main(argv[1:])
         args = _parser().parse_args(argv)
         return args.run(args)
     except ChaptersNotFound as missing:
