@@ -43,6 +43,13 @@ table.alignment td, table.alignment th { border: 1px solid #ccc; padding: 2px 6p
 """
 
 
+def _message(failed: Exception) -> str:
+    if isinstance(failed, ExplorerError):
+        return str(failed)
+    return (f"The explorer could not finish this request ({type(failed).__name__}: {str(failed)[:300]}). "
+            "The model is unchanged and the page still works: try other inputs, or report this with the link below.")
+
+
 def _chapter_link(panel: str) -> str:
     stem, title = CHAPTERS[panel]
     return (f'<span class="chapter-link">Taught in <a href="/chapters/{stem}.ipynb" target="_blank">{title}</a> '
@@ -174,8 +181,8 @@ def build_app(store: Optional[ModelStore] = None, limits: Optional[Limits] = Non
                     progress(0.7, desc="attention patterns")
                     attention_html = compute.attention_iframe(m, inputs)
                     head_rows = compute.head_scores(m, inputs)
-            except ExplorerError as bad_input:
-                return (_error(str(bad_input)), link, "", "", "", gr.update(visible=False), *empty_plots, None,
+            except Exception as failed:  # never a stack trace on the page; the model is back as it was
+                return (_error(_message(failed)), link, "", "", "", gr.update(visible=False), *empty_plots, None,
                         "", None, None)
             files = _write_downloads([estimate], inputs.clean_strs, scale_v, clean_d, corrupt_d, figures)
             auto = expected <= limits.auto_exact_s
@@ -212,8 +219,8 @@ def build_app(store: Optional[ModelStore] = None, limits: Optional[Limits] = Non
                         m, inputs, saved["direction"],
                         step=lambda kind: progress(steps[kind] / len(KINDS), desc=f"exact sweep: {KIND_TITLES[kind]}"),
                         deadline=time.monotonic() + limits.time_limit_s)
-            except ExplorerError as failed:
-                return (_error(str(failed)), gr.update(), *[gr.update()] * len(KINDS), gr.update(), saved)
+            except Exception as failed:
+                return (_error(_message(failed)), gr.update(), *[gr.update()] * len(KINDS), gr.update(), saved)
             figures = _figures(result, saved["tokens"], scale_v, saved["clean"], saved["corrupt"])
             saved = {**saved, "results": [saved["results"][0], result]}
             files = _write_downloads(saved["results"], saved["tokens"], scale_v, saved["clean"], saved["corrupt"],

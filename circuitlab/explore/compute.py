@@ -110,7 +110,8 @@ class ModelStore:
                 try:
                     self._models[key] = load_model(choice.name, weights=choice.weights, device=self.device)
                 except WeightsUnavailableError as missing:
-                    raise ExplorerError(f"The weights of {choice.name} are not available here: {missing}") from None
+                    raise ExplorerError(f"The weights of {choice.name} are not available here: {missing}\n"
+                                        "On this page: pick another model (circuitlab-2l ships with the course).") from None
             return self._models[key]
 
     def loaded(self) -> dict[str, object]:
@@ -140,6 +141,7 @@ def pristine(store: ModelStore, key: str) -> Iterator[object]:
     hooks = _hook_ids(model)
     params = list(model.parameters())
     versions = [p._version for p in params]
+    trainable = [p.requires_grad for p in params]
     grad_mode = torch.is_grad_enabled()
     try:
         yield model
@@ -153,9 +155,10 @@ def pristine(store: ModelStore, key: str) -> Iterator[object]:
                         del table[hook_id]
         for hook_point in getattr(model, "hook_dict", {}).values():
             hook_point.ctx = {}
-        for p in params:
+        for p, flag in zip(params, trainable):
             p.grad = None
-        if any(p._version != v or p.requires_grad for p, v in zip(params, versions)):
+            p.requires_grad_(flag)
+        if any(p._version != v for p, v in zip(params, versions)):
             store.drop(key)
 
 
@@ -479,7 +482,7 @@ def attention_patterns(model, tokens: Tensor) -> Tensor:
     return torch.cat([cache[name][0] for name in names]).float().cpu()
 
 
-def attention_iframe(model, inputs: Inputs, height: int = 760) -> str:
+def attention_iframe(model, inputs: Inputs) -> str:
     """circuitsvis's view of every head on the clean prompt, inside an <iframe srcdoc>: the
     page's HTML component does not run scripts, a document in an iframe does. The bundle
     is inlined, so nothing loads from the network."""
@@ -491,6 +494,7 @@ def attention_iframe(model, inputs: Inputs, height: int = 760) -> str:
     names = [f"L{i // n_heads}H{i % n_heads}" for i in range(model.cfg.n_layers * n_heads)]
     view = attention_heads(attention_patterns(model, inputs.clean_tokens), inputs.clean_strs, names,
                            include_library=True)
+    height = min(1500, 560 + 34 * inputs.n_pos)  # the zoomed pattern grows with the prompt
     document = f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{view._repr_html_()}</body></html>"
     return (f'<iframe class="attention-view" title="Attention patterns of every head" '
             f'style="width:100%;height:{height}px;border:0" srcdoc="{html.escape(document, quote=True)}"></iframe>')
@@ -520,12 +524,3 @@ def head_scores(model, inputs: Inputs) -> Optional[list[list]]:
     n_heads = model.cfg.n_heads
     return [[f"L{i // n_heads}H{i % n_heads}", round(float(prev[i]), 3), round(float(dup[i]), 3),
              round(float(ind[i]), 3)] for i in range(prev.shape[0])]
-
-
-def tutorial_case(name: str):
-    """The tutorial's clean prompt with one of its three corruptions."""
-    return CORRUPTIONS[name]
-
-
-def finite(values: Tensor) -> bool:
-    return bool(torch.isfinite(values).all()) and not any(math.isnan(float(v)) for v in values.flatten()[:1])
