@@ -59,9 +59,9 @@ import torch  # noqa: E402
 from transformer_lens import patching  # noqa: E402
 
 from solutions import ch05_attribution_patching as attribution  # noqa: E402
-from solutions import fast_patching as fast  # noqa: E402
 from circuitlab.loading import load_model  # noqa: E402
 from circuitlab.plotting import residual_labels  # noqa: E402
+from circuitlab.sweeps import one_pair as fast  # noqa: E402
 from circuitlab.prompts import CORRUPTIONS, PatchingCase  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
@@ -184,13 +184,13 @@ def _fast_cells(run, corrupt, sweep: str, cells: pd.DataFrame) -> None:
         n = len(group)
         if sweep == "residual":  # row `layer` patches the stream entering block `layer`
             name = residual_labels(run.n_layers)[layer]
-            values = run.resid[layer].expand(n, *run.resid[layer].shape).clone()
+            values = run.resid[layer][0].expand(n, *run.resid[layer].shape[1:]).clone()
             pos = torch.tensor(group["pos"].to_numpy())
             values[torch.arange(n), pos] = corrupt[name][0, pos].to(values.dtype)
             run.patch_resid(layer, values)
             continue
         source = corrupt[f"blocks.{layer}.attn.hook_z"][0]
-        values = run.z[layer].expand(n, *run.z[layer].shape).clone()
+        values = run.z[layer][0].expand(n, *run.z[layer].shape[1:]).clone()
         head = torch.tensor(group["head"].to_numpy())
         if sweep == "head":
             values[torch.arange(n), :, head] = source[:, head].transpose(0, 1).to(values.dtype)

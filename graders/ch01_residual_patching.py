@@ -14,7 +14,7 @@ from graders.models import GradingModel
 from graders.properties import close, shaped
 
 CHAPTER = "01_residual_patching"
-fast = answer_module("solutions.fast_patching")  # the graders' exact sweeps (answer code)
+fast = answer_module("circuitlab.sweeps.one_pair")  # the graders' exact sweeps (answer code)
 SHORT_PAIR = PatchingCase("short surname pair", "Alex Hart Alex", "Alex Carroll Alex", " Hart", " Carroll")
 
 
@@ -184,7 +184,7 @@ EXERCISES = [
         ),
         # Graded against the fast engine (same numbers, a fraction of the time); the
         # readable reference in solutions/ is what learners see and also passes this check.
-        reference="solutions.fast_patching:residual_patching_sweep",
+        reference="circuitlab.sweeps.one_pair:residual_patching_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
         properties=_sweep_properties,

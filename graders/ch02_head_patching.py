@@ -16,7 +16,7 @@ from graders.models import GradingModel
 from graders.properties import close, shaped
 
 CHAPTER = "02_head_patching"
-fast = answer_module("solutions.fast_patching")  # the graders' exact sweeps (answer code)
+fast = answer_module("circuitlab.sweeps.one_pair")  # the graders' exact sweeps (answer code)
 
 
 def sweep_pairs(gm: GradingModel, rng: random.Random) -> list[PatchingCase]:
@@ -256,7 +256,7 @@ EXERCISES = [
         hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
               "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
               "and store logit(clean_answer) - logit(corrupt_answer) at the final position in result[layer, head]."),
-        reference="solutions.fast_patching:head_patching_sweep",
+        reference="circuitlab.sweeps.one_pair:head_patching_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
         properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
@@ -284,7 +284,7 @@ EXERCISES = [
         section="Heads by position",
         hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
               "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),
-        reference="solutions.fast_patching:head_by_position_sweep",
+        reference="circuitlab.sweeps.one_pair:head_by_position_sweep",
         cases=_sweep_cases,
         compare=close_tensor(atol=1e-3, rtol=1e-3),
         properties=_sweep_properties(lambda n_layers, n_heads, n_pos: (n_layers * n_heads, n_pos)),

@@ -4,7 +4,7 @@ The tutorial prompt's numbers are the ones the chapter's cells print. The held-o
 claims use twelve prompt pairs built only from what circuitlab-2l never saw in training
 (held-out name pairings in held-out intro and query templates; see
 circuitlab/data/circuitlab-2l.md), each with the three corruptions. Exact sweeps come
-from solutions.fast_patching (equal to transformer_lens.patching, tests/test_fast_patching.py).
+from circuitlab.sweeps (equal to transformer_lens.patching, tests/test_exact_sweeps.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from transformer_lens import patching
 from circuitlab import load_model
 from circuitlab.estimate_plots import correlation
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS, PatchingCase
+from circuitlab.sweeps import one_pair as fast
 from solutions import ch05_attribution_patching as ref
-from solutions import fast_patching as fast
 from training import corpus
 
 SWEEPS = {  # name: (exact, estimate)

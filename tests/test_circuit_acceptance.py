@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from solutions import fast_patching as fast
 from circuitlab.checkpoint import load_compact
+from circuitlab.sweeps import one_pair as fast
 from circuitlab.tokenizer import gpt2_tokenizer
 from training import corpus, scores
 from training import train_circuitlab_2l as script
