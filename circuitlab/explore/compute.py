@@ -349,7 +349,7 @@ def exact_sweeps(model, inputs: Inputs, direction: str, *, step: Optional[Callab
         if step is not None:
             step(kind)
         with torch.no_grad():
-            values[kind] = sweep(model, base, source, inputs.answers)[0].detach().float().cpu()
+            values[kind] = sweep(model, base, source, inputs.answers, progress_bar=False)[0].detach().float().cpu()
     return Sweeps("exact", direction, values, time.perf_counter() - start)
 
 
