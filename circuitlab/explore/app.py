@@ -11,7 +11,7 @@ results live in their own `gr.State`, nothing grows per visitor on the server.
 from __future__ import annotations
 
 import html
-import os
+import shutil
 import tempfile
 import time
 import urllib.parse
@@ -97,10 +97,20 @@ def _share_link(model_key, clean, corrupt, clean_answer, corrupt_answer, directi
     return f'<a class="share-link" href="?{html.escape(query)}">Link to these inputs</a>'
 
 
+DOWNLOADS = Path(tempfile.gettempdir()) / "circuitlab-explore"
+KEEP_DOWNLOADS_S = 1800  # Gradio serves its own copy; ours are removed after this long
+
+
 def _write_downloads(results: list[compute.Sweeps], tokens, scale, clean, corrupt, figures) -> list[str]:
-    """The CSV of every number and the exact figures as one HTML file, in a fresh
-    temporary folder Gradio serves and cleans up (delete_cache)."""
-    folder = Path(tempfile.mkdtemp(prefix="circuitlab-explore-"))
+    """The CSV of every number and the figures as one HTML file. Each request's files go in
+    a fresh folder (visitors never see each other's); old folders are removed, so the disk
+    use stays bounded (Gradio's copies too: delete_cache)."""
+    DOWNLOADS.mkdir(exist_ok=True)
+    now = time.time()
+    for old in DOWNLOADS.iterdir():
+        if now - old.stat().st_mtime > KEEP_DOWNLOADS_S:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(dir=DOWNLOADS))
     table = folder / "patching_results.csv"
     table.write_text(compute.results_csv(results, tokens, scale, clean, corrupt), encoding="utf-8")
     page = folder / "patching_heatmaps.html"
@@ -151,7 +161,7 @@ def build_app(store: Optional[ModelStore] = None, limits: Optional[Limits] = Non
         exact_button = gr.Button("Run the exact sweeps", visible=False, elem_id="run-exact")
         plots = {kind: gr.Plot(label=KIND_TITLES[kind], elem_id=f"plot-{kind}") for kind in KINDS}
         downloads = gr.File(label="Downloads: every number (CSV) and the heatmaps (HTML)", file_count="multiple",
-                            elem_id="downloads")
+                            interactive=False, elem_id="downloads")
 
         gr.Markdown("## Attention patterns and head roles")
         gr.HTML(_chapter_link("attention"))
