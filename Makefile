@@ -41,9 +41,11 @@ sandbox:
 check: $(STAMP)
 	$(PY) -m graders check $(NB)
 
-## make bench: time the fast sweeps against transformer_lens.patching, and every check (minutes; not a test)
+## make bench: time the fast sweeps against transformer_lens.patching, every check, and the patching explorer
+## (click to exact heatmaps, four visitors at once) against the tutorial page's approach (minutes; not a test)
 bench: $(STAMP)
 	$(PY) benchmarks/patching_speed.py
+	$(PY) benchmarks/explorer_speed.py
 
 ## make explore: the patching explorer, a web page at http://localhost:7860 (Ctrl+C stops it)
 explore: $(STAMP)

@@ -131,8 +131,8 @@ def test_surname_example_heatmaps_downloads_attention_and_screenshots(app, brows
     for kind in ("resid", "heads", "head_pos"):
         page.wait_for_selector(f"#plot-{kind} .js-plotly-plot", timeout=TIMEOUT)
         assert "Exact sweep" in page.inner_text(f"#plot-{kind}")
-    assert page.locator("#alignment tr.differs").count() == 1
-    assert "' Carroll'" in page.inner_text("#alignment tr.differs")
+    assert page.locator("#alignment th.differs").count() == 1 and page.inner_text("#alignment th.differs") == "5"
+    assert [page.locator("#alignment td.differs").nth(i).inner_text() for i in (0, 1)] == ["' Hart'", "' Carroll'"]
     assert "logit difference" in page.inner_text("#predictions")
     _assert_csv_matches(v.csv_rows(), _expected(app.store, CORRUPTIONS["surname"]))
     # Hover shows layer, position, token and value.

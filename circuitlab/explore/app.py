@@ -34,13 +34,6 @@ class Limits:
     queue_size: int = 16  # visitors waiting for the model at once
 
 
-CSS = """
-.differs { background: #ffe08a; font-weight: bold; }
-table.alignment { border-collapse: collapse; font-family: monospace; }
-table.alignment td, table.alignment th { border: 1px solid #ccc; padding: 2px 6px; }
-.explorer-error { color: #9b1c1c; background: #fde8e8; padding: 8px 12px; border-radius: 6px; white-space: pre-wrap; }
-.chapter-link { font-size: 0.9em; }
-"""
 
 
 def _message(failed: Exception) -> str:
@@ -57,20 +50,30 @@ def _chapter_link(panel: str) -> str:
 
 
 def _error(message: str) -> str:
-    return f'<div class="explorer-error" role="alert">{html.escape(message)}</div>'
+    return ('<div class="explorer-error" role="alert" style="color:#9b1c1c;background:#fde8e8;padding:8px 12px;'
+            f'border-radius:6px;white-space:pre-wrap;border:1px solid #f5a3a3">{html.escape(message)}</div>')
+
+
+CELL = "border:1px solid #bbb;padding:2px 6px;font-family:monospace;white-space:pre;text-align:center"
+DIFFERS = "background:#ffd54f;font-weight:bold"
 
 
 def _alignment_html(inputs: compute.Inputs) -> str:
-    rows = []
-    for pos, clean, corrupt, differs in compute.alignment_rows(inputs):
-        cls = ' class="differs"' if differs else ""
-        mark = "≠" if differs else ""
-        rows.append(f"<tr{cls}><td>{pos}</td><td>{html.escape(repr(clean))}</td>"
-                    f"<td>{html.escape(repr(corrupt))}</td><td>{mark}</td></tr>")
+    """Both prompts' tokens, position by position, the positions that differ highlighted."""
+    rows = compute.alignment_rows(inputs)
+
+    def cell(tag, text, differs):
+        mark = f' class="differs" style="{CELL};{DIFFERS}"' if differs else f' style="{CELL}"'
+        return f"<{tag}{mark}>{html.escape(text)}</{tag}>"
+
+    head = "".join(cell("th", str(pos), differs) for pos, _, _, differs in rows)
+    clean = "".join(cell("td", repr(tok), differs) for _, tok, _, differs in rows)
+    corrupt = "".join(cell("td", repr(tok), differs) for _, _, tok, differs in rows)
     n = len(inputs.differing())
-    return (f"<p>{inputs.n_pos} positions each; {n} differ{'s' if n == 1 else ''} (marked).</p>"
-            '<table class="alignment"><tr><th>position</th><th>clean</th><th>corrupt</th><th></th></tr>'
-            + "".join(rows) + "</table>")
+    return (f"<p>{inputs.n_pos} positions in each prompt; {n} differ{'s' if n == 1 else ''} (highlighted).</p>"
+            '<div style="overflow-x:auto"><table class="alignment" style="border-collapse:collapse">'
+            f'<tr><th style="{CELL}">position</th>{head}</tr><tr><th style="{CELL}">clean</th>{clean}</tr>'
+            f'<tr><th style="{CELL}">corrupt</th>{corrupt}</tr></table></div>')
 
 
 def _predictions_md(preds: dict[str, compute.Prediction], inputs: compute.Inputs) -> str:

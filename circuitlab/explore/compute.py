@@ -494,10 +494,14 @@ def attention_iframe(model, inputs: Inputs) -> str:
     names = [f"L{i // n_heads}H{i % n_heads}" for i in range(model.cfg.n_layers * n_heads)]
     view = attention_heads(attention_patterns(model, inputs.clean_tokens), inputs.clean_strs, names,
                            include_library=True)
-    height = min(1500, 560 + 34 * inputs.n_pos)  # the zoomed pattern grows with the prompt
-    document = f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{view._repr_html_()}</body></html>"
+    # A srcdoc document shares the page's origin, so it can size its own frame to what
+    # circuitsvis drew (the zoomed pattern is as tall as the frame is wide).
+    fit = ("<script>new ResizeObserver(function () { if (window.frameElement) window.frameElement.style.height = "
+           "Math.max(560, document.body.scrollHeight + 8) + 'px'; }).observe(document.body);</script>")
+    document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body style='margin:0'>"
+                f"{view._repr_html_()}{fit}</body></html>")
     return (f'<iframe class="attention-view" title="Attention patterns of every head" '
-            f'style="width:100%;height:{height}px;border:0" srcdoc="{html.escape(document, quote=True)}"></iframe>')
+            f'style="width:100%;height:760px;border:0" srcdoc="{html.escape(document, quote=True)}"></iframe>')
 
 
 REPEATS = 20  # random tokens, shown twice, for the induction score
