@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,6 +24,17 @@
 # In this chapter you load a model, turn its output into a next-word prediction,
 # look inside it with a cache of activations, and meet the one number we will use
 # to measure behaviour for the rest of the course: the **logit difference**.
+#
+# **By the end of this chapter you will be able to**
+#
+# - load a course model and say which one you got;
+# - read its logits, `[batch, position, vocab]`, and turn the last position's into a
+#   next-token prediction;
+# - find any activation in the cache of `run_with_cache` by its hook name;
+# - measure which of two answers the model prefers with the logit difference.
+#
+# You need: Python, PyTorch tensors (indexing, `argmax`, `topk`), and what a
+# transformer is (embeddings, attention heads, MLPs, a residual stream).
 #
 # **How the exercises work.** Each exercise is a function whose body is
 # `raise NotImplementedError`. Replace that line with your code, run the cell, then
@@ -138,7 +149,8 @@ for name, activation in cache.items():
 # Every weight is available too. `model.named_parameters()` lists the wrapped
 # Hugging Face modules' tensors; compatibility mode adds the TransformerLens-style
 # views such as `model.W_E` (embedding, `[vocab, d_model]`), `model.W_U`
-# (unembedding, `[d_model, vocab]`) and `model.b_U` (unembedding bias, `[vocab]`).
+# (unembedding, `[d_model, vocab]`) and `model.b_U` (a bias added to the logits,
+# `[vocab]`).
 
 # %%
 for name, parameter in list(model.named_parameters())[:6]:
@@ -148,9 +160,16 @@ print("W_E", tuple(model.W_E.shape), " W_U", tuple(model.W_U.shape), " b_U", tup
 # %% [markdown]
 # ### Exercise: `top_tokens_by_unembed_bias`
 #
-# The unembedding bias `b_U` is added to the logits whatever the input, so it acts
-# as a prior over tokens. Return the `k` tokens with the largest bias, largest
-# first, as strings. (`Tensor.topk` returns values and indices, sorted.)
+# `b_U` is added to the logits whatever the input, so it acts as a prior over
+# tokens. Return the `k` tokens with the largest bias, largest first, as strings.
+# (`Tensor.topk` returns values and indices, sorted.)
+#
+# Where `b_U` comes from depends on the model. GPT-2-architecture models
+# (gpt2-small, circuitlab-2l) have no unembedding bias of their own: their
+# `lm_head` is a weight only. Their `b_U` is the final LayerNorm's bias pushed
+# through the unembedding, `ln_final.b @ W_U`, which compatibility mode *folds*
+# into a bias of the logits (chapter 4 explains folding). On circuitlab-2l it is
+# not small: its norm is about 20.
 
 # %% tags=["exercise"]
 def top_tokens_by_unembed_bias(model, k: int) -> list[str]:
@@ -164,8 +183,10 @@ check(top_tokens_by_unembed_bias);
 print(top_tokens_by_unembed_bias(model, 10))
 
 # %% [markdown]
-# On pretrained GPT-2 models the biggest biases go to very common tokens:
-# punctuation, "the", newlines. A random-weight model shows arbitrary tokens.
+# On circuitlab-2l the list starts `','`, `' Nelson'`, `' Turner'`, `' morning'`:
+# a comma, surnames and time-of-day words, the tokens its name stories use most.
+# The prior reflects what a model read. A random-weight model shows arbitrary
+# tokens.
 #
 # ## The task, and the logit difference
 #
@@ -208,9 +229,28 @@ carroll = model.to_single_token(" Carroll")
 print(f"logit(' Hart') - logit(' Carroll') = {logit_diff(model(task), hart, carroll).item():.2f}")
 
 # %% [markdown]
-# With pretrained gelu-2l or gpt2-small this is clearly positive: the model knows
-# Alex's surname. circuitlab-2l knows it too (about +13), although it never saw the
-# pairing "Alex Hart" in training: it reads the surname from the prompt. (It has only
-# ever read name stories and random tokens, so its guess after "Famous computer
-# scientist Alan" above is not " Turing".) Chapter 1 asks *where* in the network that
-# knowledge travels.
+# On circuitlab-2l this is clearly positive, about +13: the model prefers
+# Alex's surname, although it never saw the pairing "Alex Hart" in training, so it
+# must read the surname from the prompt. (It has only ever read name stories and
+# random tokens, so its guess after "Famous computer scientist Alan" above is not
+# " Turing".)
+#
+# > **Compared with the tutorial.** The 2023 weekend tutorial this course follows
+# > (Stefan Heimersheim, "How-to Transformer Mechanistic Interpretability — in 50 lines
+# > of code or less!") asks the same question of gpt2-small and then of the pretrained
+# > 2-layer gelu-2l, which it finds "still really good at this task". The chapters
+# > tell the story of the model that runs in your notebook and end each story with
+# > one comparison like this one, marked the same way, with what the tutorial found
+# > on gelu-2l.
+#
+# ## Summary
+#
+# - `course_model()` loads a model with TransformerLens hook names; its logits are
+#   `[batch, position, vocab]`, and position *p* predicts token *p + 1*.
+# - `run_with_cache` records every activation under a hook name; weights are
+#   `model.W_E`, `model.W_U`, `model.b_U` (on GPT-2-architecture models, the folded
+#   final LayerNorm bias) and more.
+# - The logit difference `logit(" Hart") − logit(" Carroll")` at the final position
+#   is the course's measure of behaviour.
+#
+# Chapter 1 asks *where* in the network the surname travels.

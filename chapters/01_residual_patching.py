@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,6 +27,21 @@
 # the prediction. **Activation patching** shows where it crosses: run the model on
 # a slightly different (*corrupt*) prompt, copy one activation from that run into
 # a run on the original (*clean*) prompt, and see whether the answer changes.
+# (Copying corrupt activations into the clean run is called *noising*; the opposite
+# direction, clean into corrupt, *denoising*. They answer different questions: what
+# the behaviour needs versus what is enough to restore it. Heimersheim & Nanda, "How to
+# use and interpret activation patching" (2024), is the practical guide to both. This
+# course noises throughout.)
+#
+# **By the end of this chapter you will be able to**
+#
+# - write a TransformerLens hook that overwrites one position of an activation;
+# - run a layer × position sweep of residual-stream patches and plot it;
+# - read such a plot: where information sits, and in which layer it crosses from
+#   one position to another.
+#
+# You need chapter 0 (the logit difference, the cache) and Python's
+# `functools.partial`.
 
 # %%
 # The course's code: the installed circuitlab package or, in a clone opened at chapters/, the clone's.
@@ -136,6 +151,14 @@ for label, final in [("clean", clean_final), ("patched at pos 5", patched_final)
 #
 # ## The layer × position sweep
 #
+# **One intuition before the sweep.** Draw the residual stream as a grid: positions
+# left to right, layers top to bottom. Information in that grid travels only
+# **rightward** (a position reads itself and earlier positions, never later ones) and
+# **downward** (each layer adds to the stream it received). A patch at a cell can
+# therefore change only cells below it and to its right, and the final prediction
+# sits in the bottom-right corner. Keep the picture in mind when you guess what a
+# plot will show.
+#
 # Doing this by hand does not scale, so we loop over every hook point and every
 # position and record the logit difference each time. Three habits from research
 # practice: measure with the logit difference rather than eyeballing top tokens;
@@ -168,6 +191,12 @@ check(residual_patching_sweep);
 #
 # Blue means the clean answer " Hart" still wins, red means " Carroll" wins, white
 # means no preference.
+#
+# **Predict before you run.** circuitlab-2l has two layers, so its plot has three rows
+# (`resid_pre` of block 0, then after block 0, then after block 1) and twelve columns.
+# Before running the next cell, sketch on paper which cells you expect to be red when
+# the surname is swapped for " Carroll": at the top, at the bottom, and where the
+# colour changes column.
 
 # %%
 def show_sweep(key: str):
@@ -183,12 +212,13 @@ show_sweep("surname")
 # changing the input token, so only position 5 matters: patching " Carroll" in
 # there flips the answer. At the bottom only the final position matters, because
 # by then the final lane already holds the answer. Where the colour moves from
-# column 5 to column 11 is where the surname crosses lanes. In gelu-2l that happens
-# in layer 1 (block 1): after `blocks.0.hook_resid_post` the surname is still only
-# at position 5, after `blocks.1.hook_resid_post` it is only at the final position.
-# circuitlab-2l, the course's offline model, shows the same picture.
-# In gpt2-small the crossing is smeared over several middle layers, typical of a
-# model much larger than the task needs.
+# column 5 to column 11 is where the surname crosses lanes. On circuitlab-2l that
+# happens in layer 1 (block 1): after `blocks.0.hook_resid_post` the surname is still
+# only at position 5, after `blocks.1.hook_resid_post` it is only at the final position.
+#
+# **Predict before you run.** Now the *first* " Alex" becomes " Sarah". The surname is
+# unchanged, so what can the corrupt run still change? Guess which columns light up,
+# and whether they turn red or only pale.
 
 # %%
 show_sweep("first_name")
@@ -200,20 +230,38 @@ show_sweep("first_name")
 # position. The colours are paler than in the surname plot: a mismatched first name
 # does not point to another surname, it just leaves the model without a reason to
 # prefer " Hart", so the difference drops towards zero rather than turning red.
+#
+# **Predict before you run.** Last, the *second* " Alex" (position 11) becomes
+# " Sarah". With the rightward-and-downward picture, which columns can matter at all?
 
 # %%
 show_sweep("second_name")
 
 # %% [markdown]
 # **Other second first-name** ("Alex Hart ... Sarah"). Only the last column can
-# matter: information flows only rightwards (a position reads earlier positions,
-# never later ones) and downwards (through the layers). Patching position 11 at any
+# matter: nothing to the right of position 11 can read it, and every other position
+# is the same in both runs. Patching position 11 at any
 # layer gives the corrupt run's result, because the other lanes are identical in
 # both runs.
 #
 # If the notebook says it runs on random weights, these pictures show noise, not
 # this story: the mechanics are identical, the trained circuit is not there.
 #
-# **Summary.** In gelu-2l (and in circuitlab-2l) the first name is copied to the
-# surname's position in layer 0, and in layer 1 the surname is copied to the final
-# position. Chapter 2 finds the attention heads that do it.
+# > **Compared with the tutorial.** The tutorial's first plots are gpt2-small's: there
+# > the surname crosses from position 5 to 11 around layer 10, smeared over the layers
+# > before and after, typical of a model much larger than the task needs. On the
+# > pretrained gelu-2l it found the same two steps as circuitlab-2l shows here: the
+# > first name moves to position 5 in layer 0, and the surname moves to position 11 in
+# > layer 1.
+#
+# ## Summary
+#
+# - A hook receives an activation and its `HookPoint` and may return a changed copy;
+#   `run_with_hooks` removes it after the run, `add_hook` keeps it until
+#   `reset_hooks()`.
+# - A layer × position sweep patches one cell at a time and records the logit
+#   difference; information moves only rightward and downward through it.
+# - On circuitlab-2l the first name is copied to the surname's position in layer 0,
+#   and in layer 1 the surname is copied to the final position.
+#
+# Chapter 2 finds the attention heads that do it.

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,11 +16,21 @@
 # %% [markdown]
 # # Chapter 2 — Which heads move the names? Attention-head patching
 #
-# Chapter 1 found *where* the names travel: in gelu-2l the first name reaches the
-# surname's position in layer 0, and the surname reaches the final position in
+# Chapter 1 found *where* the names travel: on circuitlab-2l the first name reaches
+# the surname's position in layer 0, and the surname reaches the final position in
 # layer 1. Moving information between positions is what attention heads do, and each
 # layer has several of them. This chapter patches one head at a time to find out
 # which ones carry the information.
+#
+# **By the end of this chapter you will be able to**
+#
+# - say which activation holds one head's output, and why patching `hook_z` patches
+#   the head's whole contribution;
+# - patch one head, at every position or at one, and sweep every head;
+# - read the change in logit difference and *guess* each head's job from where and
+#   when it matters, before looking inside it.
+#
+# You need chapter 1 (hooks, sweeps) and tensor indexing over a `head` axis.
 #
 # ## What a head writes, and which hook we patch
 #
@@ -117,10 +127,11 @@ def patch_head_output(
 check(patch_head_output);
 
 # %% [markdown]
-# Try it on one head. In the tutorial's pretrained gelu-2l, head 1.6 (layer 1, head 6;
-# heads are named `layer.head`) copies the surname; in circuitlab-2l it is head 1.1.
-# `model.course_heads` holds the heads the course names for the model you loaded.
-# Patch that head's `z` from the run where the surname is " Carroll":
+# Try it on one head (heads are named `layer.head`: 1.1 is layer 1, head 1). The cell
+# takes one from `model.course_heads`, the heads the course lists for the model you
+# loaded; do not take the list on trust: the sweeps below test every head, and you
+# will judge the choice yourself. Patch that head's `z` from the run where the surname
+# is " Carroll":
 
 # %%
 surname = CORRUPTIONS["surname"]
@@ -149,6 +160,10 @@ print(f"{layer}.{head} patched at pos 11:  {logit_diff_with([(hook_name, partial
 # `logit(clean_answer) − logit(corrupt_answer)` at the final position of the clean run
 # when that head's `hook_z` is taken from the corrupt run at every position. Patch
 # `f"blocks.{layer}.attn.hook_z"`, one head per run.
+#
+# **Predict before you run.** Chapter 1 showed the surname crossing to the final
+# position in layer 1. How many heads do you expect to matter when the surname is
+# swapped, in which layer, and with which sign?
 #
 # A double loop over layers and heads works. (The reference puts all heads of a layer
 # into one batch: copy h of the clean prompt is patched at head h only. It returns a new
@@ -191,6 +206,10 @@ show_heads("surname")
 show_heads("first_name")
 
 # %% [markdown]
+# **Predict before you run** the first-name plot: the first " Alex" becomes " Sarah".
+# Chapter 1 saw that change at position 5 after layer 0 and at the final position after
+# layer 1. How many layer-0 heads, and how many layer-1 heads, do you expect to light up?
+#
 # ## Heads by position
 #
 # A head that matters may matter at one position only. Patching each head at each
@@ -215,6 +234,11 @@ def head_by_position_sweep(
 
 # %% tags=["check"]
 check(head_by_position_sweep);
+
+# %% [markdown]
+# **Predict before you run.** Three plots follow, one per corruption. For each, guess
+# which column (position) and which rows (heads) will light up. The next section
+# then asks you to name each head's job.
 
 # %%
 def show_heads_by_position(key: str):
@@ -246,13 +270,48 @@ show_heads_by_position("second_name")
 # - **A head that notices the repeated first name** is in layer 0 at the final
 #   position, and matters when either first name changes.
 #
-# On the tutorial's pretrained gelu-2l these are head 1.6 (strongest; 1.1 helps) for
-# the surname, 0.2 at position 5 for the first name, and 0.1 at the final position for
-# the repeat. On circuitlab-2l, the course's offline model, they are head 1.1 (1.3
-# helps) for the surname and 0.0 at position 5 for the first name; it has no
-# duplicate-token head, so in its third plot only layer 1 lights up. Do your plots
-# agree? If the notebook says it runs on random weights, the plots show noise with the
-# same axes; the story needs the trained model.
+# **Your guess.** Before reading on, write down (double-click this cell to edit it)
+# which head, if any, plays each part on the model you loaded:
+#
+# - moves the surname to the final position: head …
+# - moves the first name to the surname's position: head …
+# - notices the repeated first name: head …
+#
+# Chapter 3 checks your guesses by looking at where these heads attend.
+
+# %% [markdown]
+# <details><summary><b>Answer for circuitlab-2l</b> (click to open after guessing)</summary>
+#
+# - **Moves the surname:** head 1.1 at the final position (patched with " Carroll":
+#   −18.5), with head 1.3 helping (−5.0). Patched from either first-name run they
+#   cost −7.0 and −7.5 (1.3: −3.2 and −3.0): they stop copying when the first names
+#   disagree.
+# - **Moves the first name to the surname:** head 0.0 at position 5, and only in the
+#   first-name plot (−11.9).
+# - **Notices the repeated first name:** no head. In the third plot (second first-name
+#   changed) only layer 1 lights up, at the final position; no layer-0 head moves the
+#   logit difference by even 0.1. circuitlab-2l has no such head.
+#
+# If the notebook says it runs on random weights, the plots show noise with the same
+# axes; the story needs the trained model.
+# </details>
+
+# %% [markdown]
+# > **Compared with the tutorial.** On the pretrained gelu-2l (eight heads a layer) the
+# > tutorial read the same three plots and found head 1.6 (strongest; 1.1 helps) moving
+# > the surname, head 0.2 at position 5 moving the first name, and head 0.1 at the final
+# > position breaking when either first name changes: a third role that circuitlab-2l
+# > does not have.
+#
+# ## Summary
+#
+# - A head's output is `z @ W_O[h]`, so patching its `hook_z` patches its whole
+#   contribution; the bridge for gelu-2l has no per-head `hook_result`.
+# - Head sweeps (every position) say *which* heads matter; head-by-position sweeps say
+#   in which lane. Subtract the clean logit difference to see only the change.
+# - Where and when a head matters is a guess at its job: on circuitlab-2l, 0.0 moves
+#   the first name into the surname's lane in layer 0, and 1.1 (with 1.3) copies the
+#   surname to the final position in layer 1.
 #
 # Chapter 3 looks inside these heads: where they attend, and why that is enough to
 # copy a surname.

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,7 +16,8 @@
 # %% [markdown]
 # # Chapter 3 — What do the heads look at? Attention patterns
 #
-# Chapter 2 named the heads that carry the names. Patching says *that* a head matters,
+# Chapter 2 pointed at the heads that carry the names, and you guessed their jobs.
+# Patching says *that* a head matters,
 # not *how*. An attention head's "how" is mostly its attention pattern: for each
 # position (the *query*, or destination), how much it reads from each earlier position
 # (the *key*, or source). This chapter rebuilds a head's pattern and output from the
@@ -29,6 +30,23 @@
 # the key *to* the query, which is why some people call the key "src" and the query
 # "dst". If you ever read a score of about -100000 or -inf, you have put a later key
 # after an earlier query: that cell is masked.
+#
+# The heads this chapter looks at are the ones that induction relies on. Induction
+# heads were named and studied by Olsson et al., "In-context Learning and Induction
+# Heads" (2022), building on Elhage et al., "A Mathematical Framework for Transformer
+# Circuits" (2021): a previous-token head and a head that looks for "the token after
+# an earlier copy of me" together continue a repeated sequence.
+#
+# **By the end of this chapter you will be able to**
+#
+# - compute an attention score, a pattern row and a head's `z` by hand from the
+#   cached q, k and v, and check them against the cache;
+# - draw every head's attention pattern and read it;
+# - score heads as previous-token, duplicate-token or induction heads, and tie those
+#   roles to the patching effects of chapter 2.
+#
+# You need chapter 2 (the heads and their patching plots), dot products and softmax.
+
 
 # %%
 # The course's code: the installed circuitlab package or, in a clone opened at chapters/, the clone's.
@@ -67,6 +85,7 @@ _, cache = model.run_with_cache(CLEAN_PROMPT)
 str_tokens = model.to_str_tokens(CLEAN_PROMPT)
 print(" | ".join(position_labels(str_tokens)))
 
+
 # %% [markdown]
 # ## From q and k to a score
 #
@@ -88,12 +107,19 @@ def attention_score(cache, layer: int, head: int, q_pos: int, k_pos: int) -> flo
 # %% tags=["check"]
 check(attention_score);
 
+
 # %% [markdown]
-# The tutorial's example: how much does " Hart" (position 5) want to read " Alex"
-# (position 4) in head 0.1? The cache stores the same number.
+# The tutorial's first example asks how much " Hart" (position 5) wants to read " Alex"
+# (position 4). Chapter 2 suggested that a layer-0 head moves the first name into the
+# surname's lane. Which layer-0 head scores " Alex" highest from " Hart"? The cache
+# stores the same numbers, in `hook_attn_scores`.
 
 # %%
-print(attention_score(cache, 0, 1, 5, 4), cache["blocks.0.attn.hook_attn_scores"][0, 1, 5, 4].item())
+hart_to_alex = [attention_score(cache, 0, head, 5, 4) for head in range(n_heads)]
+for head, score in enumerate(hart_to_alex):
+    print(f"head 0.{head}: {score:7.2f}   (cache: {cache['blocks.0.attn.hook_attn_scores'][0, head, 5, 4].item():7.2f})")
+keen = max(range(n_heads), key=lambda head: hart_to_alex[head])
+
 
 # %% [markdown]
 # ## From scores to a pattern
@@ -116,9 +142,10 @@ def attention_pattern_row(cache, layer: int, head: int, q_pos: int) -> Tensor:
 check(attention_pattern_row);
 
 # %%
-row = attention_pattern_row(cache, 0, 1, 5)
-print(row)
-print("matches hook_pattern:", torch.allclose(row, cache["blocks.0.attn.hook_pattern"][0, 1, 5], atol=1e-6))
+row = attention_pattern_row(cache, 0, keen, 5)
+print(f"head 0.{keen}, query 5 (' Hart'):", row)
+print("matches hook_pattern:", torch.allclose(row, cache["blocks.0.attn.hook_pattern"][0, keen, 5], atol=1e-6))
+
 
 # %% [markdown]
 # ## From a pattern to z
@@ -140,6 +167,42 @@ def head_z(cache, layer: int, head: int, pos: int) -> Tensor:
 # %% tags=["check"]
 check(head_z);
 
+
+# %% [markdown]
+# ## Interlude: think like a transformer
+#
+# Before looking at any pattern, solve the task yourself with the model's tools. At the
+# final " Alex" the model must output " Hart". One layer cannot do it: the final
+# position holds only "Alex", and nothing in " Hart"'s lane says it belongs to Alex
+# yet. Each step that depends on an earlier step's result needs its own layer, so
+# two layers are the minimum:
+#
+# 1. **Layer 0, at " Hart"**: a *previous-token head* copies something about the token
+#    before it, " Alex", into the surname's lane: which token it was ("Alex vibes", in
+#    the tutorial's words) or where it was ("position 4 vibes"). Information only flows
+#    rightwards, so it has to be written there, at the later position.
+# 2. **Layer 1, at the final " Alex"**: an *induction head* looks for a lane that says
+#    "the token before me was Alex" (its query is the current token, its key the
+#    previous-token information) and copies that lane's token, " Hart".
+#
+# A second route, the tutorial's: a *duplicate-token head* in layer 0 at the final
+# position notices that " Alex" appeared before, at position 4, and writes "I am like
+# position 4" there. A layer-1 head then reads that in its query and looks for the lane
+# that says "the token before me was at position 4", which the previous-token head
+# wrote into " Hart"'s lane, and copies " Hart". This route needs the previous-token
+# head too, but to copy *positions*, not tokens. Chapter 4 tells the two routes apart.
+#
+# **Your guess.** Use chapter 2's plots. A previous-token head writes at position 5 and
+# matters only when the *first* first name changes. A duplicate-token head writes at
+# the final position and matters when *either* first name changes. The copying head
+# breaks (white) when the first names disagree and pushes " Carroll" (red) when the
+# surname is patched. Write down (double-click to edit) which heads of the model you
+# loaded fit, before the patterns below show you:
+#
+# - previous-token head: …
+# - duplicate-token head: …
+# - the head that copies the surname: …
+
 # %% [markdown]
 # ## Looking at patterns
 #
@@ -147,7 +210,8 @@ check(head_z);
 # and over a token to see where it attends. Its usual HTML loads the drawing code
 # from a CDN, which fails offline; `circuitlab.attention_view.attention_heads` puts
 # circuitsvis's own bundled code into the notebook once, so these views work with
-# no network.
+# no network. Check your guesses: a previous-token head's pattern is a line just below
+# the diagonal; a copying head attends from the final " Alex" to " Hart".
 
 # %%
 for layer in range(n_layers):
@@ -155,13 +219,20 @@ for layer in range(n_layers):
     display(attention_heads(cache[f"blocks.{layer}.attn.hook_pattern"][0], str_tokens,
                             head_names=[f"{layer}.{h}" for h in range(n_heads)]))
 
+
 # %% [markdown]
-# On the tutorial's pretrained gelu-2l, head 0.2 attends from each token to the one
-# before it, head 0.1 attends from the second " Alex" to the first, and head 1.6
-# attends from the final " Alex" to " Hart". On circuitlab-2l, head 0.0 is the
-# previous-token head (0.3 a weaker one), heads 1.1 and 1.3 attend from the final
-# " Alex" to " Hart", and head 1.0 rests on the first token. Check what your views show.
+# <details><summary><b>Answer for circuitlab-2l</b> (click to open after looking)</summary>
 #
+# Head 0.0 is the previous-token head: from " Hart" it gives 0.998 of its attention to
+# " Alex" (0.3 is a weaker one, 0.57 there). Heads 1.1 and 1.3 attend from the final
+# " Alex" to " Hart" (0.98 and 0.74): they copy the surname. Head 1.0 rests on the first
+# token (0.88), and 1.2 attends from each token to the one just before it. No layer-0
+# head attends from the final " Alex" to the first: circuitlab-2l has no duplicate-token
+# head. The table below measures these roles, and compares them with the heads the
+# course lists for the model you loaded (`model.course_heads`).
+# </details>
+
+# %% [markdown]
 # ## Scores that name a head
 #
 # Eyeballing patterns does not scale to 144 heads. Three numbers summarise the
@@ -174,7 +245,12 @@ for layer in range(n_layers):
 #   own token (summed over the copies), averaged over the positions that have an
 #   earlier copy;
 # - **induction score**: the attention from a position to the tokens right *after*
-#   earlier copies of its own token, averaged over the positions that have one.
+#   earlier copies of its own token (summed over them), averaged over the positions
+#   that have one. "Earlier copy" means a strictly earlier position, as for the
+#   duplicate-token score, but the token after it need not be earlier: when the copy
+#   sits at `dst − 1` (a token repeated twice in a row), the token right after it is
+#   `dst` itself, and it counts. In `[BOS, A, A, B]` position 2 has a target, position
+#   2 (itself), so a head that attends to itself there scores 1 at that position.
 #
 # `tokens` is the prompt's `[n_pos]` token ids. Return zeros when no position has a
 # target.
@@ -205,32 +281,8 @@ def induction_score(pattern: Tensor, tokens: Tensor) -> Tensor:
 # %% tags=["check"]
 check(induction_score);
 
+
 # %% [markdown]
-# ## Interlude: think like a transformer
-#
-# Before reading the scores, solve the task yourself with the model's tools. At the
-# final " Alex" the model must output " Hart". One layer cannot do it: the final
-# position holds only "Alex", and nothing in " Hart"'s lane says it belongs to Alex
-# yet. Each step that depends on an earlier step's result needs its own layer, so
-# two layers are the minimum:
-#
-# 1. **Layer 0, at " Hart"**: a *previous-token head* copies "the token before me is
-#    Alex" into the surname's lane. Information only flows rightwards, so it has to be
-#    written there, at the later position.
-# 2. **Layer 1, at the final " Alex"**: an *induction head* looks for a lane that says
-#    "the token before me was Alex" (its query is the current token, its key the
-#    previous-token information) and copies that lane's token, " Hart".
-#
-# A second route: a *duplicate-token head* in layer 0 at the final position notices
-# that " Alex" appeared at position 4 and writes "I am like position 4"; a layer-1
-# head then looks for "the position after 4" and copies " Hart".
-#
-# Chapter 2's plots predict which heads these are. The previous-token head writes at
-# position 5 and matters only when the first first-name changes. The duplicate-token
-# head writes at the final position and matters when either first name changes. The
-# copying head breaks (white) when the first names disagree and pushes " Carroll"
-# (red) when the surname is patched.
-#
 # Now measure. On a sequence of random tokens repeated twice, every token of the
 # second half has an earlier copy, and the token after that copy is known, so all
 # three scores are well defined. The table ties each head's scores to its patching
@@ -287,12 +339,10 @@ for i, label in enumerate(head_labels(n_layers, n_heads)):
     print(f"{label:>5} {prev:6.2f} {dup:6.2f} {ind:6.2f}   {roles[label]:<16}"
           + "".join(f"{effects[key][i].item():18.2f}" for key in effects))
 
+
 # %% [markdown]
-# The tutorial's pretrained gelu-2l assigns 0.2 previous-token, 0.1 duplicate-token and
-# 1.6 induction. circuitlab-2l's model card names 0.0 previous-token and 1.1 induction
-# (1.0 and 1.3 also score as induction heads on random tokens; 1.1 is the one the
-# names prompt uses). The cell below compares the roles the course names for the
-# model you loaded (`model.course_heads`) with the roles computed here.
+# Do the roles match your guesses? The cell below compares the roles the course names
+# for the model you loaded (`model.course_heads`) with the roles computed here.
 
 # %%
 for expected, (layer, head) in model.course_heads.items():
@@ -305,15 +355,37 @@ if not model.course_heads:
 for name in ROLES:
     print(f"{name:>16} heads here: {[label for label, r in roles.items() if r == name] or 'none'}")
 
+
 # %% [markdown]
-# On the trained model the heads with roles should also be the heads with large
-# patching effects, in the columns the interlude predicted: the previous-token head
-# under "first_name", the duplicate-token head under "first_name" and "second_name",
-# the induction head under all three (negative under "surname"). On random weights
-# the patterns are close to uniform, no head earns a role, and the comparison says
-# "differs": the code is right, the circuit is absent.
+# **circuitlab-2l.** On repeated random tokens 0.0 (0.99) and 0.3 (0.86) score as
+# previous-token heads, and 1.0, 1.3 and 1.1 as induction heads (0.95, 0.90, 0.83);
+# 1.2 scores as a previous-token head in layer 1. No head scores above 0.03 as a
+# duplicate-token head. The model card names 0.0 previous-token and 1.1 induction: of
+# the three induction heads, 1.1 is the one the names prompt uses (1.0 rests on the
+# first token there). The heads with roles are the heads with large patching effects,
+# in the columns the interlude predicted: the previous-token head 0.0 only under
+# "first_name" (−11.8), and the copying heads 1.1 and 1.3 under all three, negative in
+# each (1.1: −18.5 under "surname", −7.0 and −7.5 under the first names): patched from
+# the other surname they push " Carroll", patched from either first-name run they stop
+# copying " Hart". On random weights the patterns are close to uniform, no head earns a
+# role, and the comparison says "differs": the code is right, the circuit is absent.
 #
-# **Summary.** The two layers of gelu-2l form an induction circuit: a previous-token
-# head in layer 0 marks " Hart" as "after Alex", and an induction head in layer 1
-# finds that mark from the final " Alex" and copies " Hart". A duplicate-token head
-# offers a second route to the same place. circuitlab-2l learnt the first route only.
+# > **Compared with the tutorial.** On the pretrained gelu-2l the tutorial guessed from
+# > its patching plots, then confirmed in the attention patterns, head 0.2 as the
+# > previous-token head, 0.1 as a duplicate-token head and 1.6 as the copying head
+# > (it could not tell what 1.1 does). It concluded that gelu-2l runs an induction
+# > circuit, 0.2 → 1.6, and that there is "probably" a second route through the
+# > duplicate-token head 0.1, which it left to be confirmed by patching the positional
+# > embedding. circuitlab-2l has only the first route.
+#
+# ## Summary
+#
+# - A score is `q · k / √d_head`; the causal mask and a softmax over keys make a pattern
+#   row; `z` is that row's weighted sum of value vectors.
+# - Attention patterns show *where* a head reads; previous-token, duplicate-token and
+#   induction scores turn three behaviours into numbers.
+# - The two layers of circuitlab-2l form an induction circuit (Olsson et al., 2022): the
+#   previous-token head 0.0 marks " Hart" as "after Alex", and the induction head 1.1,
+#   with 1.3, finds that mark from the final " Alex" and copies " Hart". Whether the mark
+#   is the token or its position, and whether the heads really talk to each other, is
+#   chapter 4's question.

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,14 +20,32 @@
 # before me was Alex" into the lane of " Hart"; a head in layer 1 at the final " Alex"
 # looks for that note with its keys and copies " Hart". A second route was possible: a
 # duplicate-token head in layer 0 tells the final position "you are like position 4",
-# and the layer-1 head looks for the position after 4.
+# the previous-token head writes "the token before me was at position 4" into " Hart"'s
+# lane, and the layer-1 head matches the two positions.
 #
 # The tutorial stops there and names the experiments that would settle it: composition
-# scores ("whether 0.2 K-composes with 1.6, and 0.1 Q-composes with 1.6" in gelu-2l),
-# and patching the positional embedding to test the duplicate-token route. This
-# chapter runs them, and then the two checks researchers reach for next: how much each
-# head adds to the answer directly, and whether the circuit alone keeps the behaviour
-# when everything else is ablated.
+# scores (whether the previous-token head K-composes with the copying head, and the
+# duplicate-token head Q-composes with it), and patching the positional embedding to
+# test the duplicate-token route. This chapter runs them on circuitlab-2l, with the
+# heads chapter 3 found (previous-token head 0.0, copying head 1.1), and then the two
+# checks researchers reach for next: how much each head adds to the answer directly,
+# and whether the circuit alone keeps the behaviour when everything else is ablated.
+#
+# **By the end of this chapter you will be able to**
+#
+# - read a head's OV and QK circuits from the weights and score how two heads compose;
+# - split the logit difference into each head's direct share;
+# - patch one path, from one head into one input of another (path patching);
+# - test what layer 0 moves by patching the embeddings in its values;
+# - ablate heads (mean and resample) and measure a circuit's faithfulness.
+#
+# **What this chapter needs.** More tensor code than chapters 0–3. Matrix products on
+# stacked tensors (`A @ B` with leading dimensions, which broadcast), transposing only
+# the last two dimensions (`.mT`), broadcasting with `None` indices, `torch.einsum`
+# (one string names every axis: `"bpm,hmd->bphd"` multiplies over `m` and keeps the
+# rest), and the Frobenius norm (`tensor.norm(dim=(-2, -1))`). Each technique starts
+# with a worked example on the model before its exercise; if one of these tools is new,
+# run the worked example's cell and change it until its shapes make sense.
 #
 # Each experiment asks a different question. Composition scores read the weights: could
 # these heads talk to each other at all? Path patching asks whether they do, on this
@@ -85,6 +103,8 @@ print(f"previous-token head {previous_token[0]}.{previous_token[1]}, copying hea
 #
 # `model.OV` and `model.QK` hold them, `[n_layers, n_heads, d_model, d_model]`, as
 # `FactoredMatrix` objects that keep the two thin factors; `.AB` multiplies them out.
+# Indexing first keeps them cheap: `model.OV[0, 0].AB` is head 0.0's `[d_model, d_model]`
+# OV circuit, `model.QK[1].AB` layer 1's four QK circuits, `[4, d_model, d_model]`.
 #
 # **LayerNorm.** A bridge in compatibility mode folds each LayerNorm's weight and bias
 # into the matrices that read it, and centres every matrix that writes into the
@@ -116,9 +136,25 @@ print(f"normalised stream = centred stream / ln1.hook_scale, to {(by_hand - norm
 #
 #     score(L, R) = ‖L @ R‖_F / (‖L‖_F · ‖R‖_F),
 #
-# with the Frobenius norm ‖M‖_F (the square root of the sum of squared entries). It lies between 0 and 1: 0 when `R` reads nothing that `L` writes, 1 when
-# both have rank 1 and `R` reads exactly the direction `L` writes. The paper writes
-# matrices acting on column vectors; here `L` acts first on a row vector, then `R`.
+# with the Frobenius norm ‖M‖_F (the square root of the sum of squared entries). It
+# lies between 0 and 1: 0 when `R` reads nothing that `L` writes, 1 when both have rank
+# 1 and `R` reads exactly the direction `L` writes. The paper writes matrices acting on
+# column vectors; here `L` acts first on a row vector, then `R`.
+#
+# **Worked example.** `L` writes only along the first axis (`x @ L` is always a multiple
+# of `e0`). A matrix `R` that reads only `e0` gets all of it; one that reads only `e1`
+# gets nothing.
+
+# %%
+e0, e1 = torch.eye(3)[0], torch.eye(3)[1]
+L = torch.outer(torch.tensor([1.0, 2.0, 0.0]), e0)  # every input is written along e0
+for name, R in (("reads e0", torch.outer(e0, torch.tensor([0.0, 1.0, 1.0]))),
+                ("reads e1", torch.outer(e1, torch.tensor([0.0, 1.0, 1.0])))):
+    by_hand = (L @ R).norm() / (L.norm() * R.norm())
+    print(f"R {name}: ||L @ R|| / (||L|| ||R||) = {by_hand.item():.3f}")
+
+# %% [markdown]
+# Your function does the same for stacks of matrices, one score per pair.
 #
 # ### Exercise: `composition_score`
 #
@@ -143,8 +179,9 @@ check(composition_score);
 # - **K-composition**: the sender wrote at the position the receiver attends *to*. The
 #   score becomes `x_q @ QK_r @ (y @ OV_s).T = x_q @ (QK_r @ OV_s.T) @ y.T`; the matrix
 #   `QK_r @ OV_s.T` has the same norm as its transpose, so the pair scores
-#   `composition_score(OV_s, QK_r.T)`. This is the previous-token route: 0.0 writes
-#   "after Alex" into the key of " Hart".
+#   `composition_score(OV_s, QK_r.T)`, where `QK_r.T` is the transpose of *one*
+#   receiver's matrix. This is the previous-token route: 0.0 writes "after Alex" into
+#   the key of " Hart".
 # - **Q-composition**: the sender wrote at the position the receiver attends *from*:
 #   `(y @ OV_s) @ QK_r @ x_k.T`, so `composition_score(OV_s, QK_r)`. This is the
 #   duplicate-token route: "you are like position 4" arrives in the query.
@@ -161,6 +198,22 @@ check(composition_score);
 # `model.QK[1].AB`, and returns `[n_senders, n_receivers]`: entry `[s, r]` scores sender
 # `s` against receiver `r`. Use your `composition_score`; broadcasting
 # (`sender_ov[:, None]` against `receiver[None]`) scores every pair at once.
+#
+# **Transpose the last two dimensions only.** On a stack `[n, d_model, d_model]`,
+# `receiver_qk.T` reverses *every* dimension (giving `[d_model, d_model, n]`; PyTorch
+# warns that `.T` on more than two dimensions is deprecated). Write
+# `receiver_qk.mT` or `receiver_qk.transpose(-2, -1)`, which transposes each matrix of
+# the stack.
+#
+# **Worked example**, one pair, plain matrices: the previous-token head against the
+# copying head, each orientation. The exercises compute these for every pair.
+
+# %%
+p, c = previous_token[1], copier[1]
+one_ov, one_qk = model.OV[0, p].AB, model.QK[1, c].AB  # [d_model, d_model] each
+print(f"0.{p} -> 1.{c}:  K {composition_score(one_ov, one_qk.T).item():.3f}  "
+      f"Q {composition_score(one_ov, one_qk).item():.3f}  "
+      f"V {composition_score(one_ov, model.OV[1, c].AB).item():.3f}")
 
 # %% tags=["exercise"]
 def k_composition_scores(sender_ov: Tensor, receiver_qk: Tensor) -> Tensor:
@@ -196,6 +249,10 @@ check(v_composition_scores);
 #
 # The cell also checks your scores against TransformerLens's `all_composition_scores`,
 # which computes the same numbers from the factored matrices.
+#
+# **Predict before you run.** If chapter 3's story is right, which row (sender) and
+# which columns (receivers) should stand out in the K panel? What should the Q panel
+# show, given that chapter 3 found no duplicate-token head?
 
 # %%
 sender_ov, receiver_qk, receiver_ov = model.OV[0].AB, model.QK[1].AB, model.OV[1].AB
@@ -237,11 +294,6 @@ print(f"largest Q-composition into the copying head: {scores['Q'][:, c].max():.3
 # queries read the previous-token heads; the experiments below find it playing no part
 # in copying the surname.)
 #
-# **What the tutorial expects on gelu-2l**: head 0.2 K-composes with 1.6 (the
-# previous-token route) and 0.1 Q-composes with 1.6 (the duplicate-token route). The
-# pretrained gelu-2l weights are not available offline, so this course could not check
-# it; with them cached, this notebook runs on gelu-2l and the panels answer it.
-#
 # Composition scores only say what the weights *allow*. The next experiments ask what
 # happens on the prompt.
 #
@@ -260,6 +312,18 @@ print(f"largest Q-composition into the copying head: {scores['Q'][:, c].max():.3
 # is *direct* logit attribution: a layer-0 head whose output only matters through a
 # layer-1 head gets little credit here, however important it is.
 #
+# **Worked example**: the copying head's share, by hand. Its `z` at the final position,
+# times its slice of `W_O`, is what it writes there; divide by the final LayerNorm's
+# scale and project onto the direction that separates the two answers.
+
+# %%
+final_scale = cache["ln_final.hook_scale"][0, -1]  # [1]: one number for the final position
+answer_direction = model.W_U[:, model.to_single_token(" Hart")] - model.W_U[:, model.to_single_token(" Carroll")]
+written = cache[f"blocks.{copier[0]}.attn.hook_z"][0, -1, copier[1]] @ model.W_O[copier[0], copier[1]]  # [d_model]
+print(f"head {copier[0]}.{copier[1]} writes {written.norm().item():.1f} long at the final position; "
+      f"its direct share of logit(' Hart') - logit(' Carroll'): {(written / final_scale @ answer_direction).item():.2f}")
+
+# %% [markdown]
 # ### Exercise: `direct_logit_attribution`
 #
 # Return `[n_layers, n_heads]`: each head's direct share of
@@ -301,14 +365,13 @@ patching_heatmap(dla, x_labels=[str(h) for h in range(n_heads)], y_labels=[f"lay
 # %% [markdown]
 # On circuitlab-2l the copying head 1.1 writes 8.4 of the 13.3 directly, and head 1.3,
 # which chapter 2 saw helping, 3.5; every other head adds less than 0.7. The previous-
-# token head 0.0 adds only 0.4 directly: its work reaches the answer through 1.1. On
-# gelu-2l the tutorial's patching points at 1.6 as the main writer and 1.1 as a helper;
-# that could not be checked offline.
+# token head 0.0 adds only 0.4 directly: its work reaches the answer through 1.1.
 #
 # ## Path patching: composition tested causally
 #
 # Chapter 2 patched a head's output into *everything* after it. To test one arrow of
-# the circuit, patch it into one place only: take the sender's output from the corrupt
+# the circuit, patch it into one place only (*path patching*, introduced by Wang et al.,
+# "Interpretability in the Wild", 2022, to find the indirect-object circuit in GPT-2): take the sender's output from the corrupt
 # run and let **only one receiver head's query, key or value input** see it, while
 # everything else (the sender's other paths, the other heads, the MLPs) sees the clean
 # run. If 0.0 → 1.1 is a K-composition, then patching 0.0 from the run with another
@@ -316,20 +379,59 @@ patching_heatmap(dla, x_labels=[str(h) for h in range(n_heads)], y_labels=[f"lay
 # " Hart"'s key say "after Sarah", and 1.1 should stop finding it. Through the queries
 # or values, nothing much should happen.
 #
-# The receiver's input is its layer's residual stream with the sender's output swapped:
-# `resid + (z_corrupt − z_clean)[sender] @ W_O[sender]`. That changed stream goes
-# through the receiver layer's LayerNorm again (its scale depends on the input: do not
-# reuse the clean one) and the receiver head's `W_Q`, `W_K` or `W_V` (plus bias). The
-# result replaces that head's slice of `hook_q`, `hook_k` or `hook_v` in a clean run.
+# The receiver's input is the clean run's residual stream entering the receiver's
+# layer, `blocks.{receiver layer}.hook_resid_pre`, with the sender's output swapped for
+# the corrupt run's **at every position**:
+# `resid + (z_corrupt − z_clean)[sender] @ W_O[sender]`. (Keys and values matter at
+# every position the receiver attends to. Of the queries, in this two-layer model only
+# the final position's reaches the logits, since no later layer reads the others; the
+# rule stays the same: patch every position.) That changed stream goes through the receiver
+# layer's LayerNorm again (its scale depends on the input: do not reuse the clean one)
+# and the receiver head's `W_Q`, `W_K` or `W_V` (plus bias). The result replaces that
+# head's slice of `hook_q`, `hook_k` or `hook_v`, at every position, in a clean run.
 # This patches the *direct* path only; a path through layer 0's MLP is left clean.
 #
+# ```
+#  clean run:    ... blocks.0 ──► blocks.1.hook_resid_pre ──► blocks.1 ──► logits
+#                                         │ (+ Δ at every position, this copy only)
+#                                         ▼
+#                      LayerNorm afresh ──► @ W_K[1, r] + b_K[1, r]
+#                                         │
+#                                         ▼
+#                 blocks.1.attn.hook_k[:, :, r]  ◄── replaced; heads ≠ r, q, v, MLPs: clean
+#
+#  Δ = (z_corrupt − z_clean)[:, :, s] @ W_O[0, s]     sender 0.s, from both runs' caches
+# ```
+#
+# The diagram shows a key input; for a query or a value input read `W_Q`/`b_Q` and
+# `hook_q`, or `W_V`/`b_V` and `hook_v`.
+#
+# **Worked example**, the first step. With the other first first-name ("Sarah Hart ..."),
+# head 0.0's output changes where its input changed. Δ below is that change, one
+# `[d_model]` vector per position. On circuitlab-2l it is 15.8 long at " Hart", whose
+# previous token is now " Sarah", 4.8 at " Sarah" itself and 1.8 at the "." after
+# " Hart"; 0.1 or less everywhere else. The exercise adds Δ to the receiver layer's
+# input at every position and follows the diagram from there.
+
+# %%
+first_name, second_name = CORRUPTIONS["first_name"], CORRUPTIONS["second_name"]
+_, sarah_cache = model.run_with_cache(first_name.corrupt_prompt)
+z_name = f"blocks.{previous_token[0]}.attn.hook_z"
+delta = ((sarah_cache[z_name] - cache[z_name])[0, :, previous_token[1]]
+         @ model.W_O[previous_token[0], previous_token[1]])  # [position, d_model]
+print(f"|Δ| per position, sender {previous_token[0]}.{previous_token[1]}:",
+      " ".join(f"{x:.1f}" for x in delta.norm(dim=-1).tolist()))
+print("|clean resid_pre of layer 1| per position:        ",
+      " ".join(f"{x:.1f}" for x in cache["blocks.1.hook_resid_pre"][0].norm(dim=-1).tolist()))
+
+# %% [markdown]
 # ### Exercise: `path_patch_to_head_input`
 #
 # Return the logit difference at the final position of the clean run when the corrupt
 # run's output of `sender` (a `(layer, head)` pair) reaches only `receiver`'s
-# `receiver_input` (`"q"`, `"k"` or `"v"`). The sender's layer comes before the
-# receiver's. The model's `cfg.eps` is LayerNorm's epsilon:
-# `centred / sqrt(mean(centred ** 2) + eps)`.
+# `receiver_input` (`"q"`, `"k"` or `"v"`), at every position, through the receiver
+# layer's `hook_resid_pre` as above. The sender's layer comes before the receiver's.
+# The model's `cfg.eps` is LayerNorm's epsilon: `centred / sqrt(mean(centred ** 2) + eps)`.
 
 # %% tags=["exercise"]
 def path_patch_to_head_input(
@@ -348,7 +450,6 @@ def clean_logit_diff(case) -> float:
     return (final[model.to_single_token(case.clean_answer)] - final[model.to_single_token(case.corrupt_answer)]).item()
 
 
-first_name, second_name = CORRUPTIONS["first_name"], CORRUPTIONS["second_name"]
 print(f"{first_name.label}: clean logit difference {clean_logit_diff(first_name):.2f}")
 print(f"   sender {previous_token[0]}.{previous_token[1]} into    " + "".join(f"{which:>8}" for which in "qkv"))
 for r in range(n_heads):
@@ -372,9 +473,18 @@ for s in range(n_heads):
 # here no layer-0 head moves the logit difference by even 0.01. The duplicate-token
 # route is absent, as the Q-composition scores suggested.
 #
-# On gelu-2l the tutorial expects the same picture with 0.2 → 1.6 through the keys and,
-# in addition, 0.1 → 1.6 through the queries under the second-name corruption. That
-# could not be checked offline.
+# **Where the rest of 0.0's effect goes.** Patched at every position into everything
+# after it, 0.0 costs −11.8 (chapter 3's table), but the separate paths above add up to
+# only about −8.6 (keys of 1.1 −4.6, keys of 1.3 −3.2, values of 1.1 −0.8). Paths do
+# not add: the two copying heads cover for each other. With only 1.1's keys patched,
+# 1.1's attention to " Hart" falls from 0.98 to 0.21 but 1.3 still copies " Hart"
+# (−4.6, where 1.1's direct share was 8.4); with only 1.3's keys patched, 1.1 copies
+# on. Patch the keys of 1.1 and 1.3 *together* (one run, both slices replaced) and the
+# logit difference falls by 11.2; all three inputs of all four layer-1 heads together,
+# by 11.5. The paths from 0.0 through the MLPs or straight to the logits move it by
+# less than 0.3 (the largest, through MLP 0, by +0.2). So nearly all of 0.0's effect
+# goes through the keys of the two copying heads; path patches one receiver at a time
+# understate a circuit whose heads back each other up.
 #
 # ## Positional embeddings: which information does layer 0 move?
 #
@@ -394,6 +504,9 @@ for s in range(n_heads):
 # layer 1 where a token was. The mirror experiment replaces the token embedding
 # (`hook_embed`) in the values instead, so no layer-0 head can say which token it saw.
 #
+# **Predict before you run**, with the table below: which row keeps " Hart" on
+# circuitlab-2l, given what chapters 3 and 4 have found so far?
+#
 # | patch in layer 0's values | previous-token route predicts | duplicate-token route predicts |
 # |---|---|---|
 # | `hook_pos_embed` → its mean | " Hart" as before | " Hart" lost |
@@ -405,8 +518,24 @@ for s in range(n_heads):
 # `embedding_hook` (`"hook_pos_embed"` or `"hook_embed"`) is replaced by its mean over
 # positions *in the values of every layer-0 head only*: from the cache of the prompt,
 # take `blocks.0.hook_resid_pre`, swap that embedding for its mean, normalise the
-# result afresh (as in the path patch) and compute `hook_v` of layer 0 from it.
-# Queries, keys, MLPs and later layers see the real embeddings.
+# result afresh (as in the path patch) and compute `hook_v` of layer 0 from it, for
+# every head and position. The mean is over **all** the prompt's positions, the
+# beginning-of-sequence token at position 0 included, one `[d_model]` vector that
+# replaces the embedding at every position (BOS included). Queries, keys, MLPs and
+# later layers see the real embeddings.
+#
+# **Worked example**: the swap itself, for the positional embedding.
+
+# %%
+pos_embed = cache["hook_pos_embed"]  # [batch, position, d_model]
+mean_pos = pos_embed.mean(dim=1, keepdim=True)  # [batch, 1, d_model]: over all positions, BOS included
+swapped = cache["blocks.0.hook_resid_pre"] - pos_embed + mean_pos
+print("hook_pos_embed", tuple(pos_embed.shape), "-> its mean", tuple(mean_pos.shape))
+print("how far the swap moves the stream, per position (BOS first):",
+      " ".join(f"{x:.1f}" for x in (swapped - cache["blocks.0.hook_resid_pre"])[0].norm(dim=-1).tolist()))
+
+# %% [markdown]
+# The exercise normalises `swapped` afresh and turns it into layer 0's values.
 
 # %% tags=["exercise"]
 def positional_embedding_patch(
@@ -427,9 +556,7 @@ for hook, what in (("hook_pos_embed", "where a token was"), ("hook_embed", "whic
 # %% [markdown]
 # On circuitlab-2l the positional patch changes the logit difference by less than 0.1,
 # while the token patch takes it from 13.3 to 4.7: the model uses the previous-token
-# route, and only that one. On gelu-2l the tutorial suspects both routes; if 0.1 really
-# is a duplicate-token head that copies positions, the positional patch should cost
-# some of the logit difference there. That could not be checked offline.
+# route, and only that one.
 #
 # ## Ablations: is the circuit enough?
 #
@@ -440,17 +567,32 @@ for hook, what in (("hook_pos_embed", "where a token was"), ("hook_embed", "whic
 # - **mean ablation**: its `z` at each position, averaged over a batch of similar
 #   prompts (here: eight people in the tutorial's template);
 # - **resample ablation**: its `z` from another prompt of the batch (prompt i takes
-#   prompt i + 1's), the same idea as chapter 1's corrupt run.
+#   prompt i + 1's, and the last prompt wraps around to the first's:
+#   `(i + 1) % n`), the same idea as chapter 1's corrupt run.
 #
 # Zeros are not a good replacement: a head whose output is always large would look
 # important only because zero is far from anything it ever writes. The tutorial warns
 # that ablations can "mess up your model"; comparing two kinds guards against that.
+# (Heimersheim & Nanda, "How to use and interpret activation patching", 2024, discuss
+# which replacement answers which question.)
+#
+# **Worked example**, for a batch of three prompts and one head:
+#
+# | prompt | its own `z` | mean ablation puts | resample ablation puts |
+# |---|---|---|---|
+# | 0 | `z0` | `(z0 + z1 + z2) / 3` | `z1` |
+# | 1 | `z1` | `(z0 + z1 + z2) / 3` | `z2` |
+# | 2 | `z2` | `(z0 + z1 + z2) / 3` | `z0` (wraps around) |
+#
+# each at every position separately: position p takes the mean, or the next prompt's
+# value, at position p.
 #
 # ### Exercise: `ablate_heads`
 #
 # Return the mean over the batch of `logit(answers[i]) − logit(wrong_answers[i])` at the
 # final position, with every head in `heads` (a list of `(layer, head)`) ablated at
-# every position by `method`, `"mean"` or `"resample"` as above. The prompts have the
+# every position by `method`, `"mean"` or `"resample"` as above (resample: prompt i
+# takes prompt `(i + 1) % n`'s `z`, the last one the first's). The prompts have the
 # same number of tokens, so one batch runs them all.
 
 # %% tags=["exercise"]
@@ -473,6 +615,10 @@ check(ablate_heads);
 # with F the batch's mean logit difference: 1 means the circuit does everything, 0 that
 # it does nothing. The circuit is the heads the course names; the cell then adds the
 # head that direct logit attribution ranked next.
+#
+# **Predict before you run.** From path patching and direct logit attribution above,
+# roughly what faithfulness do you expect for the two named heads alone, and for the
+# two plus the next head?
 
 # %%
 batch = name_batch()
@@ -507,12 +653,26 @@ for kept in (circuit, circuit + [helper]):
 # brings it to 99.9 % and 98.5 %: the circuit of this model is 0.0 → {1.1, 1.3}, which is
 # what path patching said too.
 #
-# On gelu-2l the tutorial's circuit is 0.2, 0.1 and 1.6 (1.1 helping). Its faithfulness
-# could not be measured offline.
+# > **Compared with the tutorial.** The tutorial's gelu-2l circuit is 0.2 → 1.6 (1.1
+# > helping), with a probable second route through the duplicate-token head 0.1. It
+# > proposed two of this chapter's experiments to settle it: whether 0.2 K-composes and
+# > 0.1 Q-composes with 1.6, and a positional-embedding patch, which would cost some of
+# > the logit difference if 0.1 copies positions. The pretrained gelu-2l weights cannot
+# > be downloaded where this course was built, so its answers are not in this text; with
+# > the weights in your Hugging Face cache, this notebook runs on gelu-2l (its course
+# > heads are 0.2, 0.1 and 1.6) and every cell above answers them.
 #
-# **Summary.** On circuitlab-2l every experiment agrees. The previous-token head 0.0
-# K-composes with the layer-1 induction heads (weights), its output reaches 1.1 and
-# 1.3 through their keys (path patching), what it moves is *which* token came before,
-# not where (positional patching), 1.1 and 1.3 write the answer (direct logit
-# attribution), and those three heads alone keep the behaviour (ablations). There is no
-# duplicate-token route. It is an induction circuit.
+# ## Summary
+#
+# On circuitlab-2l every experiment agrees.
+#
+# - **Weights**: the previous-token head 0.0 K-composes with the layer-1 induction
+#   heads, 2.4–2.9 times the random baseline; nothing Q-composes with the copying head.
+# - **Direct logit attribution**: 1.1 and 1.3 write the answer (8.4 and 3.5 of 13.3).
+# - **Path patching**: 0.0's output reaches 1.1 and 1.3 through their keys; the two
+#   heads back each other up, so one at a time understates the path.
+# - **Positional patching**: what 0.0 moves is *which* token came before, not where.
+# - **Ablations**: those three heads alone keep the behaviour (faithfulness 0.98 or
+#   more).
+#
+# There is no duplicate-token route. It is an induction circuit (Olsson et al., 2022).

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -37,6 +37,20 @@
 #
 # It is only a first-order estimate. This chapter computes it for the three sweeps of
 # chapters 1 and 2, lays it beside the exact sweeps, and finds where it goes wrong.
+# The method is Neel Nanda's ("Attribution Patching: Activation Patching At Industrial
+# Scale", 2023); Kramár et al., "AtP*: An efficient and scalable method for localizing
+# LLM behaviour to components" (2024), study when it fails and how to repair it.
+#
+# **By the end of this chapter you will be able to**
+#
+# - take gradients of the logit difference with respect to activations on a
+#   TransformerLens 4 bridge, without leaving anything behind;
+# - estimate the residual, head and head-by-position sweeps from one backward pass;
+# - compare an estimate with the exact sweep and explain where and why it misses.
+#
+# **What this chapter needs**: chapters 1 and 2 (the sweeps and their layouts), and
+# PyTorch autograd: `torch.enable_grad()`, `torch.autograd.grad(output, inputs)`, and
+# the fact that a gradient has the shape of the tensor it is taken for.
 
 # %%
 # The course's code: the installed circuitlab package or, in a clone opened at chapters/, the clone's.
@@ -92,7 +106,10 @@ print(" | ".join(position_labels(str_tokens)))
 #
 # They give the same numbers. The difference is what they leave behind: a bridge's
 # weights have `requires_grad=True`, so `.backward()` also writes a `.grad` into every
-# weight, and those add up from call to call until someone clears them.
+# weight the logit difference depends on (on circuitlab-2l 37 of the 41: the other
+# four, the attention layers' fused `qkv` weights and biases, are not used by the
+# bridge's forward pass), and those add up from call to call until someone clears
+# them.
 # `torch.autograd.grad` computes only the gradients you ask for. The cell below does
 # both on the clean prompt and counts the weights left holding a `.grad`.
 #
@@ -221,6 +238,11 @@ check(attribution_patching_head_by_position);
 # %% [markdown]
 # ## Estimate and exact sweep, side by side
 #
+# **Predict before you run.** A first-order estimate is exact when LD is linear in the
+# patched activation. Where in these sweeps do you expect it to be close, and where
+# far off: at layer 0, after the last layer, at the heads whose attention is nearly
+# all-or-nothing?
+#
 # The exact sweeps come from `transformer_lens.patching`, one forward pass per cell,
 # fine at circuitlab-2l's size. (Its arguments are called "corrupted tokens" and "clean
 # cache"; as in chapter 3 we hand it the clean tokens and the corrupt cache, which
@@ -329,8 +351,7 @@ for key in CORRUPTIONS:
 # A first-order estimate is exact for a function that is linear in the patched
 # activation, and the further the patch moves through non-linear parts, the worse it
 # gets. None of these patches is small: each swaps one name for another. Three places
-# show it most. (The numbers in the text are circuitlab-2l's; on the tutorial's gelu-2l
-# the heads are 0.2 and 1.6 instead of 0.0 and 1.1.)
+# show it most.
 #
 # ### The layer-0 residual stream at the changed token
 #
@@ -400,8 +421,26 @@ print(f"  corrupt run                                {corrupt_cache[pattern_name
 # Head 1.1 gives 0.98 of its attention to " Hart" in the clean run; the slope there is
 # 0.017. Patching head 0.0 at the surname drops that attention to 0.19. A straight line
 # that flat cannot follow a fall of 0.8, so head 0.0's effect is estimated at a
-# fraction of its size. Every effect routed through a saturated pattern is
-# underestimated this way.
+# fraction of its size. An effect routed through a saturated pattern is usually
+# underestimated this way, though not always: the estimate also adds the patch's other
+# paths, which can make up for the flat one or overshoot. Kramár et al. (2024) name
+# saturated attention as one of two failure modes that give attribution patching its
+# false negatives (components with large effects estimated as small), and repair it in
+# AtP* by recomputing the attention softmax exactly for the patched queries and keys
+# (their "QK fix").
+#
+# ### Cancellation
+#
+# The other failure mode they describe is *cancellation*. An activation reaches the
+# logits through several paths at once (directly, and through every later head and
+# MLP), and the estimate adds their first-order effects. When those point opposite
+# ways, the linear sum can come out near zero although the real patch moves the logit
+# difference a lot, and a component that matters looks unimportant. AtP* adds
+# *GradDrop* for it: rerun the backward pass once per layer with the gradient through
+# that layer's output dropped, so that contributions that cancel in the full sum show
+# up in some of the reruns. So a cell the estimate calls near zero is not proof of no
+# effect: on a new model or task, patch a sample of such cells exactly before trusting
+# them.
 #
 # ### LayerNorm
 #
@@ -491,5 +530,31 @@ print(f"estimating all three sweeps costs {sum(estimate_s.values()) / exact_s:.1
 # the clean run: `(a_corrupt − a_clean) · ∂LD/∂a`. On circuitlab-2l it finds the
 # circuit's cells, 1.1 at the final position and 0.0 at the surname, with their signs,
 # but underestimates them, most where the effect passes through a saturated attention
-# pattern, a whole-token change at layer 0, or a LayerNorm. Use it as a map of where to
-# look, then run exact patches on the cells it points to.
+# pattern, a whole-token change at layer 0, or a LayerNorm. Paths that cancel can hide
+# a component altogether. Use it as a map of where to look, then run exact patches on
+# the cells it points to.
+#
+# > **Compared with the tutorial.** The 2023 tutorial stops before attribution
+# > patching; its sweeps are exact, run on gelu-2l, whose heads here would be 0.2 and
+# > 1.6 instead of 0.0 and 1.1. With gelu-2l's weights cached, this notebook estimates
+# > and checks its sweeps too.
+#
+# ## What now?
+#
+# You have run the tutorial's whole path, and the experiments it left for later, on a
+# model whose circuit you can now describe head by head. Some next steps:
+#
+# - **Try another behaviour.** Pick a prompt the model gets right, write a corrupt
+#   prompt that changes one token and the answer, and run chapters 1–5 on the pair:
+#   residual sweep, head sweeps, patterns, then the checks of chapter 4. gpt2-small
+#   (`circuitlab.load_model("gpt2-small")`, pretrained where its weights are cached)
+#   is the model of Wang et al.'s indirect-object circuit: "When Mary and John went to
+#   the store, John gave a drink to" is a classic first target.
+# - **Patch the other way.** Everything here was noising (corrupt into clean). Rerun a
+#   sweep denoising (clean into corrupt) and compare what it finds (Heimersheim &
+#   Nanda, 2024).
+# - **Open problems.** Neel Nanda's list "200 Concrete Open Problems in Mechanistic
+#   Interpretability" (2022) has problems of every size, many of them runnable with
+#   exactly these tools on small models.
+#
+# Chapter 6 follows with more to explore.

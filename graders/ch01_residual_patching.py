@@ -9,7 +9,7 @@ import torch
 from circuitlab.plotting import residual_labels
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
 from graders.compare import close_tensor
-from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
+from graders.declare import MODEL, Cache, Case, Exercise, Hook, Loop, Mistake, Property, answer_module
 from graders.models import GradingModel
 from graders.properties import close, shaped
 
@@ -176,6 +176,8 @@ EXERCISES = [
     Exercise(
         name="residual_patching_sweep",
         chapter=CHAPTER,
+        # One pass per (layer, position) and one for the corrupt cache.
+        loop=Loop(lambda model, call: (model.cfg.n_layers + 1) * model.to_tokens(call["clean_prompt"]).shape[1] + 1),
         section="The layer × position sweep",
         hint=(
             "Cache the corrupt run once; for each of the n_layers + 1 hook names and each position, run the "

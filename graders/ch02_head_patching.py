@@ -11,7 +11,7 @@ import torch
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, short_case
 from graders.ch01_residual_patching import SHORT_PAIR
 from graders.compare import close_tensor
-from graders.declare import MODEL, Cache, Case, Exercise, Hook, Mistake, Property, answer_module
+from graders.declare import MODEL, Cache, Case, Exercise, Hook, Loop, Mistake, Property, answer_module
 from graders.models import GradingModel
 from graders.properties import close, shaped
 
@@ -252,6 +252,7 @@ EXERCISES = [
     Exercise(
         name="head_patching_sweep",
         chapter=CHAPTER,
+        loop=Loop(lambda model, call: model.cfg.n_layers * model.cfg.n_heads + 1),  # a pass per head, one to cache
         section="The head sweep",
         hint=("Cache the corrupt run once; for each layer and head, run the clean prompt with a hook on "
               "blocks.{layer}.attn.hook_z that copies that head's slice (every position) from the corrupt cache, "
@@ -281,6 +282,9 @@ EXERCISES = [
     Exercise(
         name="head_by_position_sweep",
         chapter=CHAPTER,
+        # A pass per (head, position), one to cache.
+        loop=Loop(lambda model, call: model.cfg.n_layers * model.cfg.n_heads
+                  * model.to_tokens(call["clean_prompt"]).shape[1] + 1),
         section="Heads by position",
         hint=("Like the head sweep with one more loop: for each layer, head and position, patch "
               "activations[:, pos, head] only, and store the logit difference in result[layer * n_heads + head, pos]."),

@@ -58,6 +58,16 @@ class Mistake:
     fn: Callable[..., Any]  # the wrong implementation, same signature as the reference
 
 
+@dataclass(frozen=True)
+class Loop:
+    """The straightforward loop a chapter teaches for a sweep: one forward pass of
+    `inputs[prompt]` per cell. An honest learner may write exactly that, so each call's
+    time limit covers it (Grader.time_limit): `passes(model, inputs)` counts its passes."""
+
+    passes: Callable[[Any, Mapping[str, Any]], int]
+    prompt: str = "clean_prompt"
+
+
 def _no_properties(gm: "GradingModel") -> list[Property]:
     return []
 
@@ -75,6 +85,7 @@ class Exercise:
     # "module:function"; by default the same name in solutions.ch<chapter>.
     reference: Union[str, Callable[..., Any], None] = None
     time_limit_s: Optional[float] = None  # per call; default: see Grader.time_limit
+    loop: Optional[Loop] = None  # a sweep's one-pass-per-cell loop, which its time limit allows
 
     def reference_fn(self) -> Callable[..., Any]:
         if callable(self.reference):

@@ -36,7 +36,7 @@ from graders.models import GradingModel, grading_models
 from graders.results import CaseResult, Result, not_implemented, reads_course_code
 
 MODES = ("full", "hidden", "public")
-ANSWER_PACKAGES = ("solutions", "graders")
+ANSWER_PACKAGES = ("solutions", "graders", "circuitlab.sweeps")
 
 
 # ---------------------------------------------------------------- checks
@@ -70,6 +70,11 @@ class Grader:
     JUDGE_TIME_LIMIT_S = 10.0  # comparing what a call returned (a learner's value may run its own __eq__)
     MISTAKE_TIME_LIMIT_S = 60.0  # a known mistake's answer on a failed case, to name the mistake
     SLOWDOWN = 20.0
+    # A sweep's limit covers the one-pass-per-cell loop the chapter teaches, LOOP_SLOWDOWN
+    # times over: a busy machine, a sandbox on one thread counting CPU time against a pass
+    # timed on several, and the loop's own bookkeeping. Measured: the tutorial's head x
+    # position loop on gpt2-small (577 passes) took 40-51 s and was stopped at 30 s.
+    LOOP_SLOWDOWN = 5.0
     PUBLIC_TIME_LIMIT_S = 60.0  # per call where there is no reference to time
 
     def __init__(self, models: Optional[list[GradingModel]] = None, attempts: Optional[hints.Attempts] = None) -> None:
@@ -79,6 +84,7 @@ class Grader:
         self._expected: dict[str, tuple[Any, float]] = {}
         self._mistaken: dict[tuple[int, str], Any] = {}
         self._arguments: dict[int, Arguments] = {}
+        self._forward_s: dict[tuple[str, str], float] = {}
         self._snapshots: dict[int, Snapshot] = {}
         self.course = CourseCode(ANSWER_PACKAGES, harness=(__file__, calls.__file__))
 
@@ -118,12 +124,37 @@ class Grader:
                 self._snapshots[id(value)] = Snapshot(value, lambda ref=ref: self.arguments(gm).fresh_cache(ref))
         return Protected([(path, self._snapshots[id(value)]) for path, value, _ in shared])
 
-    def time_limit(self, exercise: Exercise, reference_s: Optional[float], floor: Optional[float] = None) -> float:
+    def time_limit(self, exercise: Exercise, reference_s: Optional[float], floor: Optional[float] = None,
+                   gm: Optional[GradingModel] = None, inputs: Sequence[Mapping[str, Any]] = ()) -> float:
+        """Per learner call: SLOWDOWN x the reference's time, at least `floor`; for a sweep
+        (`exercise.loop`), at least LOOP_SLOWDOWN x the time of the plain one-pass-per-cell
+        loop on these inputs, so the loop the chapter teaches is never stopped."""
         if exercise.time_limit_s is not None:
             return exercise.time_limit_s
         if reference_s is None:
-            return self.PUBLIC_TIME_LIMIT_S
-        return max(self.MIN_TIME_LIMIT_S if floor is None else floor, self.SLOWDOWN * reference_s)
+            limit = self.PUBLIC_TIME_LIMIT_S
+        else:
+            limit = max(self.MIN_TIME_LIMIT_S if floor is None else floor, self.SLOWDOWN * reference_s)
+        if exercise.loop is not None and gm is not None:
+            for call in inputs:
+                passes = exercise.loop.passes(gm.model, call)
+                loop_s = passes * self.forward_seconds(gm, call[exercise.loop.prompt])
+                limit = max(limit, self.LOOP_SLOWDOWN * loop_s)
+        return limit
+
+    def forward_seconds(self, gm: GradingModel, prompt: str) -> float:
+        """One hooked forward pass of `prompt`, as a learner's loop makes it (cached)."""
+        key = (gm.key, prompt)
+        if key not in self._forward_s:
+            hooks = [("blocks.0.hook_resid_pre", lambda activations, hook: activations)]
+            times = []
+            with torch.no_grad():
+                for _ in range(4):  # the first pass warms caches; the median of the rest counts
+                    start = time.perf_counter()
+                    gm.model.run_with_hooks(prompt, fwd_hooks=hooks)
+                    times.append(time.perf_counter() - start)
+            self._forward_s[key] = sorted(times[1:])[1]
+        return self._forward_s[key]
 
     def plan(self, exercise: Exercise, mode: str, seeds: Sequence[int] = (0,),
              floor: Optional[float] = None) -> list[Check]:
@@ -135,14 +166,15 @@ class Grader:
         for gm in self.models:
             if mode == "public":
                 for prop in exercise.properties(gm):
-                    checks.append(Check(gm, prop.label, list(prop.calls), prop.holds, self.time_limit(exercise, None)))
+                    checks.append(Check(gm, prop.label, list(prop.calls), prop.holds,
+                                        self.time_limit(exercise, None, gm=gm, inputs=prop.calls)))
                 continue
             for seed in seeds:
                 for case in self.cases(exercise, gm, seed):
                     expected, seconds = self.expected(exercise, gm, case)
                     checks.append(Check(gm, case.label, [case.inputs],
                                         lambda answers, e=expected: exercise.compare(answers[0], e),
-                                        self.time_limit(exercise, seconds, floor), expected, case))
+                                        self.time_limit(exercise, seconds, floor, gm, [case.inputs]), expected, case))
         return checks
 
     # ------------------------------------------------------------ learner calls

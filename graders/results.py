@@ -69,5 +69,5 @@ def not_implemented(name: str, mode: str = "full") -> Result:
 
 def reads_course_code(name: str, what: str, mode: str = "full") -> Result:
     return Result(name, False, 0.0, f"Scored zero: your function reads the course's own code ({what}). The check "
-                  "compares your implementation with the reference, so it must not use solutions/ or graders/. "
-                  "Write it yourself.", mode=mode)
+                  "compares your implementation with the reference, so it must not use solutions/, graders/ or "
+                  "circuitlab.sweeps. Write it yourself.", mode=mode)

@@ -3,12 +3,13 @@
     python -m graders student-release OUTDIR [--wheel]
 
 writes OUTDIR as a source tree of the `circuitlab` package (pyproject, README, circuitlab/,
-graders/, chapters/) without `solutions/` (the references and the fast sweeps) and with
+graders/, chapters/) without `solutions/` (the references) and with
 every chapter's declarations stripped of their known mistakes: each `Exercise(...)` loses
 its `mistakes=` and `reference=`, and every module-level function or name no longer
 reachable from what remains is removed. What is left checks exercises the way a student
 release should: `check(fn)` runs the public properties through the same engine and guard.
-With `--wheel` it also builds the wheel into OUTDIR/dist.
+With `--wheel` it also builds the wheel into OUTDIR/dist. `circuitlab/sweeps/` (the exact
+sweeps) ships, because the patching explorer needs it; the guard still treats it as answer code.
 """
 
 from __future__ import annotations

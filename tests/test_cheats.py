@@ -180,10 +180,12 @@ def attempt(label, action):
         tried.append(label + ": " + type(err).__name__)
 attempt("import solutions", lambda: importlib.import_module("solutions.ch00_setup"))
 attempt("import graders.engine", lambda: importlib.import_module("graders.engine"))
+attempt("import circuitlab.sweeps", lambda: importlib.import_module("circuitlab.sweeps").residual_sweep)
 import graders.worker, circuitlab
 repo = pathlib.Path(circuitlab.__file__).resolve().parent.parent
 attempt("read solutions/ch00_setup.py", lambda: (repo / "solutions" / "ch00_setup.py").read_text())
 attempt("read graders/ch00_setup.py", lambda: (repo / "graders" / "ch00_setup.py").read_text())
+attempt("read circuitlab/sweeps/exact.py", lambda: (repo / "circuitlab" / "sweeps" / "exact.py").read_text())
 attempt("read the chapter source", lambda: (repo / "chapters" / "00_setup.py").read_text())
 attempt("read the gradebook", lambda: open({str(course_root)!r} + "/gradebook.db", "rb").read())
 attempt("write the gradebook", lambda: open({str(course_root)!r} + "/gradebook.db", "ab").write(b"x"))
@@ -199,8 +201,10 @@ attempt("read torch", lambda: pathlib.Path(__import__("torch").__file__).read_te
     assert outcome["value"] == [
         "import solutions: ModuleNotFoundError",
         "import graders.engine: ModuleNotFoundError",
+        "import circuitlab.sweeps: AttributeError",
         "read solutions/ch00_setup.py: FileNotFoundError",
         "read graders/ch00_setup.py: FileNotFoundError",
+        "read circuitlab/sweeps/exact.py: FileNotFoundError",
         "read the chapter source: FileNotFoundError",
         "read the gradebook: FileNotFoundError",
         "write the gradebook: FileNotFoundError",

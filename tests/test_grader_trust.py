@@ -9,12 +9,18 @@ import subprocess
 import sys
 
 import pytest
+
+import circuitlab
+import circuitlab.plotting
+import circuitlab.sweeps.exact
 import graders
+from circuitlab.sweeps import residual_sweep
 from graders.engine import Grader
 from graders.hints import Attempts
 from graders.models import grading_model
 from graders.notebooks import REPO
 from graders.registry import EXERCISES
+from tests import tutorial_loops
 from tests.honest import honest_copy, readable_reference
 
 
@@ -135,16 +141,77 @@ except RuntimeError as err:
 # ------------------------------------------------------------------ bug 5: answer code slips past detection
 
 
-def test_calling_the_fast_sweeps_scores_zero():
-    from solutions import fast_patching
+def _imports_the_sweeps(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    import circuitlab.sweeps.one_pair as fast
 
-    def residual_patching_sweep(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
-        return fast_patching.residual_patching_sweep(model, clean_prompt, corrupt_prompt, clean_answer,
-                                                     corrupt_answer)
+    return fast.residual_patching_sweep(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
 
-    result = graders.grade("residual_patching_sweep", residual_patching_sweep)
+
+def _imports_the_package_from_circuitlab(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    from circuitlab import sweeps
+
+    return sweeps.residual_sweep(model, model.to_tokens(clean_prompt), model.to_tokens(corrupt_prompt),
+                                 [[model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)]])[0]
+
+
+def _uses_a_module_level_import(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    # residual_sweep: imported at this test module's top, as a notebook would at its top
+    clean, corrupt = model.to_tokens(clean_prompt), model.to_tokens(corrupt_prompt)
+    return residual_sweep(model, clean, corrupt, [[model.to_single_token(clean_answer),
+                                                   model.to_single_token(corrupt_answer)]])[0]
+
+
+def _reaches_it_through_importlib(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    import importlib
+
+    module = importlib.import_module("".join(["circuit", "lab.swe", "eps.one_pair"]))
+    return module.residual_patching_sweep(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+
+
+def _finds_it_through_gc(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+    import gc
+
+    sweep = next(o for o in gc.get_objects() if type(o).__name__ == "function"
+                 and o.__name__ == "residual_patching_sweep" and o.__module__.endswith("sweeps" + ".one_pair"))
+    return sweep(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+
+
+@pytest.mark.parametrize("mode", ["full", "public", "hidden"])
+@pytest.mark.parametrize("learner, named", [
+    (_imports_the_sweeps, "imports circuitlab.sweeps.one_pair"),
+    (_imports_the_package_from_circuitlab, "imports circuitlab.sweeps"),
+    (_uses_a_module_level_import, "uses residual_sweep from circuitlab.sweeps.exact"),
+    (_reaches_it_through_importlib, "runs circuitlab/sweeps/one_pair.py:residual_patching_sweep"),
+    (_finds_it_through_gc, "runs circuitlab/sweeps/one_pair.py:residual_patching_sweep"),
+], ids=["import", "from-circuitlab", "module-level", "importlib", "gc"])
+def test_using_the_exact_sweeps_scores_zero(learner, named, mode):
+    """circuitlab.sweeps is answer code inside the runtime package: found by the bytecode
+    check (imports, globals) before a call, by the trace (importlib, gc) during one."""
+    grader = fresh_grader([grading_model("gelu-2l")])
+    result = grader.grade(EXERCISES["residual_patching_sweep"], learner, mode)
     assert not result.passed and result.score == 0.0
-    assert "Scored zero" in result.feedback and "solutions.fast_patching" in result.feedback
+    assert f"Scored zero: your function reads the course's own code ({named})" in result.feedback, result.feedback
+    assert "must not use solutions/, graders/ or circuitlab.sweeps" in result.feedback
+
+
+def test_the_rest_of_circuitlab_stays_the_learners():
+    """Only circuitlab.sweeps is answer code: the runtime modules a learner is meant to use
+    (and a package whose name merely starts the same way) are not."""
+    course = fresh_grader().course
+    assert course.is_course_module("circuitlab.sweeps") and course.is_course_module("circuitlab.sweeps.exact")
+    assert course.is_course_module("circuitlab.sweeps.one_pair:residual_patching_sweep")
+    assert not course.is_course_module("circuitlab") and not course.is_course_module("circuitlab.sweepstakes")
+    assert not course.is_course_module("circuitlab.plotting")
+    assert course.is_course_file(circuitlab.sweeps.exact.__file__)
+    assert not course.is_course_file(circuitlab.plotting.__file__) and not course.is_course_file(circuitlab.__file__)
+
+    def uses_the_runtime(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+        from circuitlab import prompts
+        from circuitlab.plotting import residual_labels
+
+        return residual_labels(model.cfg.n_layers), prompts.CORRUPTIONS, circuitlab.load_model
+
+    assert course.references(uses_the_runtime) == []
 
 
 def test_an_exercise_found_through_gc_scores_zero():
@@ -251,6 +318,26 @@ def test_hostile_then_honest(what, mode):
 
 
 # ------------------------------------------------------------------ honest answers on many seeds
+
+
+# ------------------------------------------------------------------ bug 6: the chapter's plain loop is not stopped
+
+
+@pytest.fixture(scope="module")
+def loop_grader() -> Grader:
+    return fresh_grader()
+
+
+@pytest.mark.parametrize("mode", ["full", "public"])
+@pytest.mark.parametrize("name", ["residual_patching_sweep", "head_patching_sweep", "head_by_position_sweep"])
+def test_the_tutorials_plain_loop_passes_every_sweep_check(loop_grader, name, mode):
+    """Measured: the tutorial's head x position loop (one run_with_hooks per cell), right on
+    all 272 cells, was stopped at 30 s on gpt2-small and scored 0.67. A sweep's time limit
+    now covers the one-pass-per-cell loop on each case, on every model."""
+    learner = getattr(tutorial_loops, name)
+    result = loop_grader.grade(EXERCISES[name], learner, mode)
+    assert result.passed and result.score == 1.0, result.feedback
+    assert "did not finish" not in result.feedback
 
 
 def _seed_pairs(n: int, salt: str) -> list[list[int]]:

@@ -86,7 +86,7 @@ def test_the_wheel_and_the_sdist_carry_the_course(installed):
     names = set(wheel.namelist())
     assert {f"circuitlab/chapters/{n}" for n in chapters} <= names
     assert {"graders/templates/offline/index.html.j2", "graders/templates/offline/conf.json",
-            "circuitlab/data/circuitlab-2l.pt", "solutions/ch00_setup.py"} <= names
+            "circuitlab/data/circuitlab-2l.pt", "circuitlab/sweeps/exact.py", "solutions/ch00_setup.py"} <= names
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "circuitlab = circuitlab.cli:main" in wheel.read(entry_points).decode()
     sdist = {n.split("/", 1)[1] for n in tarfile.open(installed.sdist).getnames() if "/" in n}

@@ -232,6 +232,8 @@ def course_files() -> list[Path]:
         files += [graders / "engine.py", graders / "ch00_setup.py"]
     for solutions in package_dirs("solutions"):
         files += sorted(solutions.glob("*.py"))
+    for sweeps in package_dirs("circuitlab.sweeps"):  # answer code inside the package the worker sees
+        files += sorted(sweeps.glob("*.py"))
     files += sorted((REPO / "chapters").glob("*"))
     return files
 
@@ -252,6 +254,7 @@ def test_the_course_source_and_the_course_directory_are_hidden(sandbox, course):
         answer = json.dumps({{
             'import solutions': attempt(lambda: __import__('solutions')),
             'import graders.engine': attempt(lambda: __import__('graders.engine')),
+            'list circuitlab/sweeps': [os.listdir(p) for p in {[str(p) for p in package_dirs("circuitlab.sweeps")]!r}],
             'files': {{f: attempt(lambda f=f: open(f).read()) for f in {[str(f) for f in files]!r}}},
             'course listing': os.listdir({str(course / 'course')!r}),
             'read gradebook': attempt(lambda: open({str(course / 'course/gradebook.db')!r}).read()),
@@ -263,6 +266,7 @@ def test_the_course_source_and_the_course_directory_are_hidden(sandbox, course):
     assert seen == {
         "import solutions": "ModuleNotFoundError",
         "import graders.engine": "ModuleNotFoundError",
+        "list circuitlab/sweeps": [[]],
         "files": {str(f): "ENOENT" for f in files},
         "course listing": [],
         "read gradebook": "ENOENT",

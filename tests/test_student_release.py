@@ -56,6 +56,7 @@ def test_no_line_of_a_reference_or_a_mistake_is_in_it(release):
         texts = {n: archive.read(n).decode() for n in names if n.endswith((".py", ".ipynb", ".md", ".json", ".txt"))}
     assert not [n for n in names if n.startswith("solutions/")]
     assert any(n.startswith("circuitlab/chapters/00_setup") for n in names)
+    assert "circuitlab/sweeps/exact.py" in names  # the explorer's engine ships (answer code, guarded)
     tree = {str(p.relative_to(release)): p.read_text() for d in PACKAGE_DIRS for p in (release / d).rglob("*")
             if p.is_file() and p.suffix in (".py", ".ipynb", ".md")}
     leaks = [(file, where) for file, text in {**texts, **tree}.items() for norm, where in lines.items()
@@ -90,14 +91,18 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
             return logits[0, -1, wrong_token] - logits[0, -1, correct_token]
         def stub(logits, correct_token, wrong_token):
             raise NotImplementedError
-        results = [graders.grade("logit_diff", f) for f in (logit_diff, wrong, stub)]
+        def uses_the_sweeps(logits, correct_token, wrong_token):
+            import circuitlab.sweeps
+            return logits[0, -1, correct_token] - logits[0, -1, wrong_token]
+        results = [graders.grade("logit_diff", f) for f in (logit_diff, wrong, stub, uses_the_sweeps)]
         print(json.dumps({
             "solutions": importlib.util.find_spec("solutions") is not None,
             "graders_from": graders.__file__,
             "mistakes": sum(len(e.mistakes) for e in EXERCISES.values()),
             "public": graders.public_mode(),
             "passed": [r.passed for r in results], "modes": [r.mode for r in results],
-            "wrong": results[1].feedback, "stub": results[2].feedback}))
+            "sweeps_from": importlib.util.find_spec("circuitlab.sweeps").origin,
+            "wrong": results[1].feedback, "stub": results[2].feedback, "sweeps": results[3].feedback}))
     """)
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=600,
                           cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
@@ -107,6 +112,9 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["solutions"] is False and out["graders_from"].startswith(str(release))
     assert out["mistakes"] == 0 and out["public"] is True
-    assert out["passed"] == [True, False, False] and out["modes"] == ["public"] * 3
+    assert out["passed"] == [True, False, False, False] and out["modes"] == ["public"] * 4
     assert "must be positive" in out["wrong"]
     assert out["stub"].startswith("not implemented yet")
+    # circuitlab.sweeps ships in the release and stays answer code there
+    assert out["sweeps_from"] == str(release / "circuitlab" / "sweeps" / "__init__.py")
+    assert "Scored zero: your function reads the course's own code (imports circuitlab.sweeps)" in out["sweeps"]

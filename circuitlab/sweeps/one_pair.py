@@ -17,16 +17,15 @@ Prompt = Union[str, Tensor]  # a string, or its [1, pos] tokens
 
 def prepare(model, clean: Prompt, corrupt: Prompt, clean_answer: str, corrupt_answer: str):
     """The clean run (a `BaseRun` of one prompt) and the corrupt run's cache."""
-    clean_tokens = model.to_tokens(clean) if isinstance(clean, str) else clean
-    corrupt_tokens = model.to_tokens(corrupt) if isinstance(corrupt, str) else corrupt
-    if clean_tokens.shape != corrupt_tokens.shape:
+    base, source = (model.to_tokens(p) if isinstance(p, str) else p for p in (clean, corrupt))
+    if base.shape != source.shape:
         raise ValueError("clean and corrupt prompts must have the same number of tokens "
-                         f"({clean_tokens.shape[-1]} and {corrupt_tokens.shape[-1]} here)")
+                         f"({base.shape[-1]} and {source.shape[-1]} here)")
     answers = torch.tensor([[model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)]])
     with torch.no_grad():
-        run = BaseRun(model, clean_tokens, answers)
-        _, corrupt_cache = model.run_with_cache(corrupt_tokens)
-    return run, corrupt_cache
+        run = BaseRun(model, base, answers)
+        _, source_cache = model.run_with_cache(source)
+    return run, source_cache
 
 
 def residual_rows(run: BaseRun, corrupt_cache, progress_bar: Optional[bool] = None) -> Tensor:

@@ -1,7 +1,8 @@
 """Noticing learner code that uses the course's own answer code.
 
-The answer code is every file of the packages named (the references, the fast sweeps,
-the graders' declarations and known mistakes). Two checks:
+The answer code is every file of the packages named, top-level or dotted (the references,
+the graders' declarations and known mistakes, `circuitlab.sweeps` inside the otherwise
+learner-usable `circuitlab`). Two checks:
 
 * before a call, `references(fn)` reads `fn`'s bytecode (and that of learner functions
   it calls, a few levels deep) for imports, globals, closure cells, defaults and
@@ -36,7 +37,8 @@ class CourseCode:
 
     def __init__(self, packages: Iterable[str], harness: Iterable[str] = ()) -> None:
         self.packages = tuple(packages)
-        self.dirs = tuple(d for name in self.packages for d in _package_dirs(name))
+        self._dir_packages = {d: name for name in self.packages for d in _package_dirs(name)}
+        self.dirs = tuple(self._dir_packages)
         self.harness = tuple(os.path.realpath(f) for f in harness)
         self._verdicts: dict[str, bool] = {}
 
@@ -55,6 +57,12 @@ class CourseCode:
         code = getattr(fn, "__code__", None)
         return code is not None and self.is_course_file(code.co_filename)
 
+    def is_course_module(self, name: str) -> bool:
+        """Whether the module `name` (or a "module:attribute" string) is answer code: one
+        of `packages` or inside one (`circuitlab.sweeps.exact`, not `circuitlab`)."""
+        name = name.split(":", 1)[0]
+        return any(name == package or name.startswith(package + ".") for package in self.packages)
+
     def module_of(self, value: Any) -> Optional[str]:
         """The course module `value` is or comes from, if any."""
         if isinstance(value, type(sys)):
@@ -63,7 +71,7 @@ class CourseCode:
             name = getattr(value, "__module__", None) or type(value).__module__
             if hasattr(value, "func"):  # functools.partial of a course function
                 name = getattr(value.func, "__module__", None) or name
-        if isinstance(name, str) and name.split(".")[0] in self.packages:
+        if isinstance(name, str) and self.is_course_module(name):
             return name
         return None
 
@@ -93,10 +101,16 @@ class CourseCode:
                     stack.append((value, level + 1))
             codes = [code]
             while codes:
+                importing = ""  # the module of the latest import, for `from package import module`
                 for ins in dis.get_instructions(codes.pop()):
                     arg = ins.argval
-                    if ins.opname == "IMPORT_NAME" and str(arg).split(".")[0] in self.packages:
-                        found.append(f"imports {arg}")
+                    if ins.opname == "IMPORT_NAME":
+                        importing = str(arg)
+                        if self.is_course_module(importing):
+                            found.append(f"imports {arg}")
+                    elif ins.opname == "IMPORT_FROM" and not self.is_course_module(importing) \
+                            and self.is_course_module(f"{importing}.{arg}"):
+                        found.append(f"imports {importing}.{arg}")
                     elif ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(arg, str) and arg in scope:
                         value = scope[arg]
                         if (module := self.module_of(value)) is not None:
@@ -104,7 +118,7 @@ class CourseCode:
                         elif callable(value) and level < depth:
                             stack.append((value, level + 1))
                     elif ins.opname == "LOAD_CONST":
-                        if isinstance(arg, str) and arg.split(".")[0] in self.packages:
+                        if isinstance(arg, str) and self.is_course_module(arg):
                             found.append(f"names the module {arg!r}")
                         elif hasattr(arg, "co_code"):
                             codes.append(arg)
@@ -112,9 +126,9 @@ class CourseCode:
 
     def describe(self, filename: str, function: str) -> str:
         real = os.path.realpath(filename)
-        for d in self.dirs:
+        for d, package in self._dir_packages.items():
             if real.startswith(d):
-                return f"{Path(d).name}/{os.path.relpath(real, d)}:{function}"
+                return f"{package.replace('.', '/')}/{os.path.relpath(real, d)}:{function}"
         return f"{filename}:{function}"
 
 
@@ -143,8 +157,8 @@ class Watch:
 
 
 def _package_dirs(name: str) -> list[str]:
-    """The directories a top-level package is imported from, resolved; none when it is
-    not installed (a student release has no `solutions`)."""
+    """The directories a package (top-level or dotted) is imported from, resolved; none
+    when it is not installed (a student release has no `solutions`)."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):

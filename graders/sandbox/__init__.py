@@ -22,8 +22,9 @@ bind-mounted read-only on top, so `--tmpfs /repo --ro-bind /repo/circuitlab /rep
 shows one package of a hidden checkout. `project.course_view` hides every checkout or
 installed copy of `graders` and `solutions` (found on sys.path, through setuptools'
 editable finders, and where they import from; a source checkout whole, with its git
-objects) plus the caller's paths (the nbgrader course root), and shows again the venv,
-`circuitlab` and the model and tokenizer caches. Fresh in every sandbox: a minimal /dev,
+objects) and of `circuitlab.sweeps` plus the caller's paths (the nbgrader course root), and
+shows again the venv, `circuitlab` (less its hidden `sweeps/`) and the model and tokenizer
+caches. Fresh in every sandbox: a minimal /dev,
 /proc of its own pid namespace, /run (hides the host's sockets) holding the staged package
 at /run/sandbox, and /tmp, /dev/shm and /dev/mqueue, the only writable places (tmpfs of
 `Limits.tmp_size`; read-only too when `writable_tmp=False`).

@@ -2,7 +2,8 @@
 
 Hidden: every checkout or installed copy of the `graders` and `solutions` packages (a
 source checkout is hidden whole, its git objects included: they hold every reference),
-and the paths the caller adds (the nbgrader course root). Shown again, read-only, where a
+`circuitlab.sweeps` (the exact sweeps, answer code inside the runtime package), and the
+paths the caller adds (the nbgrader course root). Shown again, read-only, where a
 hidden tree covers them: the venv, the `circuitlab` package, and the model and tokenizer
 caches, which the worker needs.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from graders.sandbox.bwrap import SandboxUnavailable
 from graders.sandbox.view import SYSTEM_MOUNTS, View, venv_python
 
-COURSE_PACKAGES = ("graders", "solutions")
+COURSE_PACKAGES = ("graders", "solutions", "circuitlab.sweeps")
 SOURCE_MARKERS = ("pyproject.toml", "setup.py", ".git")
 
 
@@ -53,17 +54,19 @@ def hidden_paths() -> list[Path]:
 
 
 def package_dirs(name: str) -> set[Path]:
-    """Every directory a `name` package could be imported from: on sys.path, where setuptools'
-    editable finders map it (they bypass sys.path), and where it is imported from now."""
+    """Every directory a `name` package (top-level or dotted) could be imported from: on
+    sys.path, where setuptools' editable finders map its top-level package (they bypass
+    sys.path), and where it is imported from now."""
+    top, *rest = name.split(".")
     found = set()
     for entry in sys.path:
-        candidate = Path(entry or os.getcwd()) / name
+        candidate = Path(entry or os.getcwd()).joinpath(top, *rest)
         if (candidate / "__init__.py").exists():
             found.add(candidate.resolve())
     for finder in sys.meta_path:
         mapping = getattr(sys.modules.get(getattr(finder, "__module__", "")), "MAPPING", None)
-        if isinstance(mapping, dict) and name in mapping:
-            found.add(Path(mapping[name]).resolve())
+        if isinstance(mapping, dict) and top in mapping and Path(mapping[top]).joinpath(*rest).is_dir():
+            found.add(Path(mapping[top]).joinpath(*rest).resolve())
     spec = importlib.util.find_spec(name)
     if spec is not None and spec.submodule_search_locations:
         found |= {Path(p).resolve() for p in spec.submodule_search_locations}
