@@ -94,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return graders_main(argv, prog="circuitlab")
         if argv and argv[0] == "explore":
-            from circuitlab.explore import main as explore_main
-
+            try:
+                from circuitlab.explore import main as explore_main
+            except ImportError:
+                print("This distribution does not carry the patching explorer (the student distribution leaves it "
+                      "out: it runs chapter 5's answers). Your instructor may host it; or install the full course.",
+                      file=sys.stderr)
+                return 2
             return explore_main(argv[1:])
         args = _parser().parse_args(argv)
         return args.run(args)

@@ -3,7 +3,8 @@
     python -m graders student-release OUTDIR [--wheel]
 
 writes OUTDIR as a source tree of the `circuitlab` package (pyproject, README, circuitlab/,
-graders/, chapters/) without `solutions/` (the references) and with
+graders/, chapters/) without `solutions/` (the references), chapter 5's estimates
+(circuitlab/sweeps/attribution.py) and the patching explorer that uses them, and with
 every chapter's declarations stripped of their known mistakes: each `Exercise(...)` loses
 its `mistakes=` and `reference=`, and every module-level function or name no longer
 reachable from what remains is removed. What is left checks exercises the way a student
@@ -26,6 +27,8 @@ from circuitlab.course_files import chapters_dir
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("circuitlab", "graders")
 STRIPPED_KEYWORDS = ("mistakes", "reference")
+# Chapter 5's references (their code is the answer) and the explorer, which needs them.
+NOT_RELEASED = ("circuitlab/sweeps/attribution.py", "circuitlab/explore")
 CHAPTER_MODULE = re.compile(r"ch\d\d_\w+\.py$")
 
 
@@ -93,12 +96,14 @@ def build(out: Path, wheel: bool = False, log=print) -> Path:
         shutil.copytree(REPO / package, out / package, ignore=ignore, dirs_exist_ok=True)
     shutil.copytree(chapters_dir(), out / "chapters", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py"))
     shutil.copy2(REPO / "README.md", out / "README.md")
+    for path in NOT_RELEASED:
+        shutil.rmtree(out / path) if (out / path).is_dir() else (out / path).unlink()
     modules = {p.stem: p.read_text() for p in sorted((out / "graders").glob("ch*.py")) if CHAPTER_MODULE.match(p.name)}
     keep = _imported_between_chapters(modules)
     for stem, source in modules.items():
         (out / "graders" / f"{stem}.py").write_text(strip_declarations(source, keep.get(stem, set())))
     pyproject = (REPO / "pyproject.toml").read_text()
-    pyproject = re.sub(r'\n\s*"solutions",', "", pyproject)
+    pyproject = re.sub(r'\n\s*"solutions",', "", pyproject).replace(' "circuitlab.explore",', "")
     (out / "pyproject.toml").write_text(pyproject)
     log(f"student release in {out}: no solutions/, {len(modules)} chapter declarations without known mistakes")
     if wheel:
