@@ -443,7 +443,8 @@ def heatmap(kind: str, values: Tensor, tokens: list[str], *, title: str, scale: 
         hovertemplate="%{text}<br>" + SCALES[scale].lower() + ": %{z:.4f}<extra></extra>",
         colorbar={"title": {"text": SCALES[scale].split(" (")[0]}},
     ))
-    figure.update_layout(title=title, yaxis={"autorange": "reversed", "type": "category"},
+    figure.update_layout(title=title, yaxis={"autorange": "reversed", "type": "category", "tickmode": "array",
+                                             "tickvals": y, "ticktext": y},  # every row labelled
                          xaxis={"type": "category", "tickangle": -45}, margin={"l": 60, "r": 20, "t": 50, "b": 90},
                          height=max(280, 120 + 22 * len(y)))
     return figure
