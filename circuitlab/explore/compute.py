@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import re
 import threading
 import time
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from circuitlab import sweeps
 from circuitlab.loading import MODELS, WeightsUnavailableError, load_model, weights_cached
-from circuitlab.prompts import CORRUPTIONS, FIRST_NAMES, SURNAMES
+from circuitlab.prompts import FIRST_NAMES, SURNAMES
 from circuitlab.sweeps import attribution
 
 MAX_CHARS = 600  # per prompt, checked before tokenizing
