@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.circuitlab-installed
 PIP    := $(PY) -m pip --disable-pip-version-check --quiet
 
-.PHONY: setup course test check browser sandbox bench classroom clean
+.PHONY: setup course test check browser sandbox bench classroom explore clean
 
 setup: $(STAMP)
 
@@ -41,9 +41,15 @@ sandbox:
 check: $(STAMP)
 	$(PY) -m graders check $(NB)
 
-## make bench: time the fast sweeps against transformer_lens.patching, and every check (minutes; not a test)
+## make bench: time the fast sweeps against transformer_lens.patching, every check, and the patching explorer
+## (click to exact heatmaps, four visitors at once) against the tutorial page's approach (minutes; not a test)
 bench: $(STAMP)
 	$(PY) benchmarks/patching_speed.py
+	$(PY) benchmarks/explorer_speed.py
+
+## make explore: the patching explorer, a web page at http://localhost:7860 (Ctrl+C stops it)
+explore: $(STAMP)
+	$(PY) -m circuitlab explore
 
 ## make classroom: generate the nbgrader course directory classroom/ (README: "For instructors")
 classroom: $(STAMP)

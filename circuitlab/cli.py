@@ -3,6 +3,8 @@
     circuitlab start [DIR] [--force]   copy the chapters into DIR (default: here) to work on them
     circuitlab check NOTEBOOK          run a notebook in a fresh kernel and grade every exercise
     circuitlab progress [DIR]          passed / failed / not tried, from the notebooks saved in DIR
+    circuitlab explore [--port N]      the patching explorer: a web page that patches any prompts (needs the
+                                       `explore` extra)
     circuitlab render | course | autograde ...   the graders' commands (`python -m graders`), passed through
 
 Exit codes: 0 done, 1 an exercise failed (check, render), 2 nothing to work on (no chapters,
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     progress = sub.add_parser("progress", help="passed / failed / not tried for every exercise")
     progress.add_argument("dir", nargs="?", default=".", help="where your notebooks are (default: here)")
     progress.set_defaults(run=_progress)
+    sub.add_parser("explore", help="serve the patching explorer (`explore -h` for its options)")
     for name, says in (("check", "grade a notebook"), ("render", "run every chapter with the references"),
                        ("course", "build the nbgrader course"),
                        ("autograde", "grade a class's submissions in sandboxes")):
@@ -87,6 +90,15 @@ def _run(argv: list[str]) -> int:
         from graders.__main__ import main as graders_main
 
         return graders_main(argv, prog="circuitlab")
+    if argv and argv[0] == "explore":
+        try:
+            from circuitlab.explore import main as explore_main
+        except ImportError:
+            print("This distribution does not carry the patching explorer (the student distribution leaves it "
+                  "out: it runs the exact sweeps and chapter 5's estimates, the answers to the sweep exercises). "
+                  "Your instructor may host it; or install the full course.", file=sys.stderr)
+            return 2
+        return explore_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:  # plain `circuitlab`: what it can do, not just argparse's complaint

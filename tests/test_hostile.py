@@ -377,6 +377,20 @@ def test_importing_the_solution_scores_zero(grader):
     assert result.score == 0.0
 
 
+def test_calling_chapter_5s_reference_through_solutions_scores_zero(grader):
+    """solutions.ch05 re-exports the estimates from circuitlab.sweeps.attribution (the
+    explorer uses them): reaching them through solutions/ is still reading the answer."""
+
+    def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
+        from solutions.ch05_attribution_patching import attribution_patching_heads as answer
+
+        return answer(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
+
+    result = run(grader, "attribution_patching_heads", attribution_patching_heads)
+    assert_failed_with(result, "Scored zero")
+    assert result.score == 0.0
+
+
 def test_using_an_imported_solutions_module_scores_zero(grader):
     def logit_diff(logits, correct_token, wrong_token):
         return reference_module.logit_diff(logits, correct_token, wrong_token)
