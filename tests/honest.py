@@ -13,8 +13,10 @@ _FOLDER = Path(tempfile.mkdtemp(prefix="learner-"))
 
 
 def honest_copy(module: str, name: str) -> Callable:
-    """`name` from a copy of the whole module `module` (its helpers come along), compiled
-    from a file outside the course's packages."""
+    """`name` from a copy of the whole module that defines it (its helpers come along; a
+    reference `module` re-exports is copied from where it is written), compiled from a file
+    outside the course's packages."""
+    module = getattr(importlib.import_module(module), name).__module__
     source = inspect.getsource(importlib.import_module(module))
     path = _FOLDER / f"{module.replace('.', '_')}.py"
     path.write_text(source)

@@ -38,8 +38,7 @@ def distinctive_lines() -> dict[str, str]:
     found = {}
     for path in [*(REPO / "solutions").glob("*.py"), *(REPO / "circuitlab" / "sweeps").glob("*.py")]:
         for line in path.read_text().splitlines():
-            if path.name != "attribution.py" or _norm(line) not in shipped:
-                found[_norm(line)] = f"{path.name}: {line.strip()}"
+            found[_norm(line)] = f"{path.name}: {line.strip()}"
     for exercise in EXERCISES.values():
         for mistake in exercise.mistakes:
             for line in inspect.getsource(mistake.fn).splitlines():
@@ -136,4 +135,4 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
     assert out["stub"].startswith("not implemented yet")
     # the exact sweeps (answer code) are not in the release at all
     assert out["sweeps_from"] is None
-    assert "No module named 'circuitlab.sweeps'" in out["sweeps"]
+    assert "Scored zero: your function reads the course's own code (imports circuitlab.sweeps)" in out["sweeps"]

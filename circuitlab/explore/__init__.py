@@ -17,9 +17,9 @@ def server_app(store=None, limits=None):
     """The explorer as an ASGI app: the Gradio page at /, the chapter notebooks at /chapters/NAME."""
     import gradio as gr
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import FileResponse
+    from fastapi.responses import Response
 
-    from circuitlab.course_files import chapter_files
+    from circuitlab.course_files import chapter_files, learner_copy
     from circuitlab.explore.app import build_app
 
     app = FastAPI()
@@ -29,7 +29,9 @@ def server_app(store=None, limits=None):
         files = {path.name: path for path in chapter_files()}
         if name not in files:
             raise HTTPException(404, f"No chapter {name!r}; the course has {', '.join(sorted(files))}.")
-        return FileResponse(files[name], filename=name)
+        # A learner's copy (no jupytext pairing), as `circuitlab start` gives: it opens wherever it is saved.
+        return Response(learner_copy(files[name]), media_type="application/x-ipynb+json",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     return gr.mount_gradio_app(app, build_app(store, limits), path="/")
 

@@ -15,7 +15,7 @@ import sys
 
 from pathlib import Path
 
-from circuitlab.course_files import chapter_files
+from circuitlab.course_files import chapter_sources
 
 PACKAGE = Path(__file__).resolve().parent.parent
 PYPROJECT = PACKAGE.parent / "pyproject.toml"
@@ -72,8 +72,9 @@ def build_space(out: Path) -> Path:
     shutil.copytree(PACKAGE, out / "circuitlab", ignore=ignore, dirs_exist_ok=True)
     chapters = out / "circuitlab" / "chapters"
     chapters.mkdir(exist_ok=True)
-    for path in chapter_files():
-        shutil.copy2(path, chapters / path.name)
+    for source in chapter_sources():  # the .py is how circuitlab finds its chapters; the page links the .ipynb
+        for path in (source, source.with_suffix(".ipynb")):
+            shutil.copy2(path, chapters / path.name)
     (out / "app.py").write_text(APP, encoding="utf-8")
     (out / "README.md").write_text(README.format(gradio=gradio.__version__), encoding="utf-8")
     (out / "requirements.txt").write_text("\n".join(requirements()) + "\n", encoding="utf-8")
