@@ -30,6 +30,12 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", "", text).replace("'", '"')
 
 
+# Lines of the answer code that are no answer: the exercise's interface, which its declaration
+# states too, and input handling the runtime does the same way.
+SHARED_WITH_THE_RUNTIME = {_norm('COMPONENTS = ("q", "k", "v", "pattern")'),
+                           _norm("answers = torch.as_tensor(answers)")}
+
+
 def distinctive_lines() -> dict[str, str]:
     """Lines of every reference (all of solutions/ and circuitlab/sweeps/) and every known mistake that a student
     could not find in the chapters: normalised (no spaces, one kind of quote), >= 30 characters
@@ -44,6 +50,7 @@ def distinctive_lines() -> dict[str, str]:
             for line in inspect.getsource(mistake.fn).splitlines():
                 found[_norm(line)] = f"mistake of {exercise.name}: {line.strip()}"
     return {norm: where for norm, where in found.items() if len(norm) >= 30 and norm not in public
+            and norm not in SHARED_WITH_THE_RUNTIME
             and not norm.startswith(("from", "import", '"""', "def", "#"))}
 
 
