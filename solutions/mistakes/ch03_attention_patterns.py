@@ -148,5 +148,9 @@ MISTAKES = {
         Mistake("averaged over every position, not only those with an earlier copy",
                 "Average only over the query positions that have a target.",
                 lambda pattern, tokens: _score_with(_shifted(tokens, 1), pattern, every_row=True)),
+        Mistake("left out the target when the earlier copy is right before the query (copy at dst - 1, target = dst)",
+                "The token after an earlier copy may be the query position itself: with the copy at dst - 1 the "
+                "target is dst, and it counts (src may equal dst).",
+                lambda pattern, tokens: _score_with(_shifted(tokens, 1).tril(-1), pattern)),
     ),
 }

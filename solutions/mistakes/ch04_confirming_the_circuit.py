@@ -61,12 +61,14 @@ def _t(m: Tensor) -> Tensor:
     return m.transpose(-2, -1)
 
 
-def _dla_variant(model, cache, clean_answer, corrupt_answer, *, scale_at=-1, use_scale=True, answer_only=False):
+def _dla_variant(model, cache, clean_answer, corrupt_answer, *, scale_at=-1, use_scale=True, answer_only=False,
+                 every_position=False):
     good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
     direction = model.W_U[:, good] if answer_only else model.W_U[:, good] - model.W_U[:, bad]
     scale = cache["ln_final.hook_scale"][0, scale_at] if use_scale else 1.0
     W_O = model.W_O
-    z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"][0, -1] for layer in range(model.cfg.n_layers)])
+    at = (lambda z: z.sum(0)) if every_position else (lambda z: z[-1])  # [pos, head, d_head] -> [head, d_head]
+    z = torch.stack([at(cache[f"blocks.{layer}.attn.hook_z"][0]) for layer in range(model.cfg.n_layers)])
     return torch.einsum("lhd,lhdm->lhm", z, W_O) / scale @ direction
 
 
@@ -83,11 +85,15 @@ def _normalise(resid: Tensor, eps: float) -> Tensor:
 
 def _path_variant(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer, sender, receiver,
                   receiver_input, *, inputs=None, every_head=False, clean_scale=False, keep_clean_sender=False,
-                  swap_runs=False):
+                  swap_runs=False, final_only=False, stream="receiver", direction=1, use_bias=True):
     """The reference path patch with one knob turned: `inputs` (which of q, k, v get the
     patched stream), `every_head` (every head of the receiver's layer), `clean_scale`
     (LayerNorm keeps the clean run's scale), `keep_clean_sender` (the corrupt output is
-    added on top of the clean one), `swap_runs` (clean sender patched into the corrupt run)."""
+    added on top of the clean one), `swap_runs` (clean sender patched into the corrupt run),
+    `final_only` (only the final position is patched), `stream` ("sender": the change is
+    added to the sender layer's hook_resid_pre; "corrupt": the corrupt run's whole
+    hook_resid_pre, no sender change), `direction=-1` (z_clean - z_corrupt), `use_bias=False`
+    (the receiver's b_Q/b_K/b_V left out)."""
     if swap_runs:
         clean_prompt, corrupt_prompt = corrupt_prompt, clean_prompt
     (s_layer, s_head), (r_layer, r_head) = sender, receiver
@@ -96,20 +102,23 @@ def _path_variant(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_ans
     z_name = f"blocks.{s_layer}.attn.hook_z"
     W_O = model.W_O[s_layer, s_head]
     added = corrupt[z_name][:, :, s_head] @ W_O
-    change = added if keep_clean_sender else added - clean[z_name][:, :, s_head] @ W_O
-    resid = clean[f"blocks.{r_layer}.hook_resid_pre"] + change
+    change = added if keep_clean_sender else direction * (added - clean[z_name][:, :, s_head] @ W_O)
+    resid = {"receiver": lambda: clean[f"blocks.{r_layer}.hook_resid_pre"] + change,
+             "sender": lambda: clean[f"blocks.{s_layer}.hook_resid_pre"] + change,
+             "corrupt": lambda: corrupt[f"blocks.{r_layer}.hook_resid_pre"]}[stream]()
     if clean_scale:
         normalised = (resid - resid.mean(-1, keepdim=True)) / clean[f"blocks.{r_layer}.ln1.hook_scale"]
     else:
         normalised = _normalise(resid, model.cfg.eps)
     heads = list(range(model.cfg.n_heads)) if every_head else [r_head]
+    at = slice(-1, None) if final_only else slice(None)
     hooks = []
     for which in inputs or (receiver_input,):
         weight, bias = getattr(model, f"W_{which.upper()}")[r_layer], getattr(model, f"b_{which.upper()}")[r_layer]
-        patched = torch.einsum("bpm,hmd->bphd", normalised, weight) + bias
+        patched = torch.einsum("bpm,hmd->bphd", normalised, weight) + (bias if use_bias else 0)
 
         def patch(activations, hook, patched=patched):
-            activations[:, :, heads] = patched[:, :, heads]
+            activations[:, at, heads] = patched[:, at][:, :, heads]
             return activations
 
         hooks.append((f"blocks.{r_layer}.attn.hook_{which}", patch))
@@ -141,14 +150,22 @@ def _sender_everywhere(model, clean_prompt, corrupt_prompt, clean_answer, corrup
 
 
 def _embedding_variant(model, prompt, clean_answer, corrupt_answer, embedding_hook="hook_pos_embed", *,
-                       inputs=("v",), zero=False, clean_scale=False, hook_name=None, everywhere=False):
+                       inputs=("v",), zero=False, clean_scale=False, hook_name=None, everywhere=False,
+                       bos="averaged", mean_dim=1):
     """The reference with one knob turned: which layer-0 inputs see the replaced stream,
-    zeros instead of the mean, the clean LayerNorm scale, a fixed hook, or the embedding
-    replaced at its own hook (so on every path)."""
+    zeros instead of the mean, the clean LayerNorm scale, a fixed hook, the embedding
+    replaced at its own hook (so on every path), or BOS's place in the mean (`bos`:
+    "left_out" of the mean, or "kept": BOS keeps its own embedding, the rest take the
+    mean of positions 1..) or `mean_dim=0` (the mean over the batch of one prompt: no
+    change)."""
     embedding_hook = hook_name or embedding_hook
     _, cache = model.run_with_cache(prompt)
     embedding = cache[embedding_hook]
-    replacement = torch.zeros_like(embedding) if zero else embedding.mean(dim=1, keepdim=True).expand_as(embedding)
+    averaged = embedding if bos == "averaged" else embedding[:, 1:]
+    replacement = torch.zeros_like(embedding) if zero else averaged.mean(dim=mean_dim, keepdim=True).expand_as(
+        embedding)
+    if bos == "kept":
+        replacement = torch.cat([embedding[:, :1], replacement[:, 1:]], dim=1)
     if everywhere:
         hooks = [(embedding_hook, lambda activations, hook: replacement)]
     else:
@@ -174,8 +191,10 @@ def _embedding_with(**knobs):
 
 
 def _ablation_variant(model, prompts, answers, wrong_answers, heads, method="mean", *, zeros=False,
-                      over_positions=False, whole_layers=False, always_mean=False, reduce="mean"):
-    """The reference ablation with one knob turned."""
+                      over_positions=False, whole_layers=False, always_mean=False, reduce="mean", resample="next"):
+    """The reference ablation with one knob turned; `resample` is "next" (the reference:
+    prompt i takes (i + 1) % n's z), "previous" (i - 1) or "no_wrap" (the last prompt
+    keeps its own)."""
     if always_mean:
         method = "mean"
     tokens = model.to_tokens(list(prompts))
@@ -194,8 +213,10 @@ def _ablation_variant(model, prompts, answers, wrong_answers, heads, method="mea
         elif method == "mean":
             dims = (0, 1) if over_positions else (0,)
             replacement = clean.mean(dim=dims, keepdim=True).expand_as(clean)
+        elif resample == "no_wrap":
+            replacement = torch.cat([clean[1:], clean[-1:]])
         else:
-            replacement = clean.roll(-1, dims=0)
+            replacement = clean.roll(-1 if resample == "next" else 1, dims=0)
         activations[:, :, layer_heads] = replacement
         return activations
 
@@ -276,6 +297,9 @@ MISTAKES = {
                 _dla_with(scale_at=0)),
         Mistake("attributed the clean answer's logit, not the logit difference",
                 "Unembed with W_U[:, clean] - W_U[:, corrupt].", _dla_with(answer_only=True)),
+        Mistake("summed each head's output over every position, not the final one",
+                "The answer is read at the final position: take hook_z[0, -1] of each layer.",
+                _dla_with(every_position=True)),
         Mistake("subtracted the wrong way round", "The direction is W_U[:, clean_answer] - W_U[:, corrupt_answer].",
                 lambda model, cache, clean_answer, corrupt_answer: -ref.direct_logit_attribution(
                     model, cache, clean_answer, corrupt_answer)),
@@ -301,6 +325,21 @@ MISTAKES = {
         Mistake("patched the clean sender into the corrupt run",
                 "Run the clean prompt and take the sender's output from the corrupt run.",
                 _path_with(swap_runs=True)),
+        Mistake("patched the receiver's input at the final position only",
+                "Patch the receiver's q, k or v at every position: keys and values are read wherever the "
+                "receiver attends.", _path_with(final_only=True)),
+        Mistake("built the receiver's input from the sender layer's hook_resid_pre",
+                "Start from the stream the receiver reads, blocks.{receiver layer}.hook_resid_pre of the clean run, "
+                "and add (z_corrupt - z_clean)[sender] @ W_O[sender].", _path_with(stream="sender")),
+        Mistake("gave the receiver the corrupt run's whole residual stream, not only the sender's change",
+                "Only the sender's output changes: clean hook_resid_pre + (z_corrupt - z_clean)[sender] @ "
+                "W_O[sender].", _path_with(stream="corrupt")),
+        Mistake("added (z_clean - z_corrupt), the sender's change the wrong way round",
+                "The patched stream carries the corrupt sender: add (z_corrupt - z_clean)[sender] @ W_O[sender].",
+                _path_with(direction=-1)),
+        Mistake("left out the receiver's bias (b_Q, b_K or b_V)",
+                "Recompute the input as the model does: normalised @ W_[QKV][layer, head] + b_[QKV][layer, head].",
+                _path_with(use_bias=False)),
     ),
     "positional_embedding_patch": (
         Mistake("replaced the embedding on every path (at its own hook), not only in layer 0's values",
@@ -318,6 +357,13 @@ MISTAKES = {
         Mistake("always replaced hook_pos_embed, whatever embedding_hook said",
                 "Read cache[embedding_hook]: 'hook_embed' asks for the token embedding.",
                 _embedding_with(hook_name="hook_pos_embed")),
+        Mistake("left the beginning-of-sequence token out of the mean over positions",
+                "Average the embedding over all the prompt's positions, BOS (position 0) included: "
+                "embedding.mean(dim=1, keepdim=True).", _embedding_with(bos="left_out")),
+        Mistake("left BOS's own embedding in place and averaged only positions 1 onwards",
+                "Every position, BOS included, takes the one mean over all positions.", _embedding_with(bos="kept")),
+        Mistake("averaged over the batch (dim 0) instead of over positions, so nothing changed",
+                "Average over positions: embedding.mean(dim=1, keepdim=True).", _embedding_with(mean_dim=0)),
     ),
     "ablate_heads": (
         Mistake("ablated with zeros instead of the mean",
@@ -336,5 +382,11 @@ MISTAKES = {
                 _ablation_with(reduce="sum")),
         Mistake("returned the first prompt's logit difference only",
                 "Average the logit differences over every prompt of the batch.", _ablation_with(reduce="first")),
+        Mistake("resampled without wrapping around: the last prompt kept its own z",
+                "Prompt i takes prompt (i + 1) % n's z, so the last prompt takes the first's: "
+                "cache[...].roll(-1, dims=0).", _ablation_with(resample="no_wrap")),
+        Mistake("resampled from the previous prompt (i - 1) instead of the next (i + 1)",
+                "Prompt i takes prompt (i + 1) % n's z: roll(-1, dims=0), not roll(1).",
+                _ablation_with(resample="previous")),
     ),
 }

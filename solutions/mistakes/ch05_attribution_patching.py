@@ -22,8 +22,11 @@ def hook_names(model, kind: str) -> list[str]:
     return [f"blocks.{i}.attn.hook_z" for i in range(model.cfg.n_layers)]
 
 
-def _run_with_gradients(model, tokens: Tensor, names: list[str], good: int, bad: int, pos: int):
-    """(logit difference at `pos`, activations, their gradients) of one run."""
+def _run_with_gradients(model, tokens: Tensor, names: list[str], good: int, bad: int, pos: int,
+                        metric: str = "diff"):
+    """(logit difference at `pos`, activations, the gradients of `metric`) of one run.
+    `metric`: "diff" (the logit difference at `pos`), "answer" (the clean answer's logit
+    alone) or "every_position" (the logit difference summed over all positions)."""
     saved: dict[str, Tensor] = {}
 
     def save(activations, hook, name):
@@ -35,14 +38,17 @@ def _run_with_gradients(model, tokens: Tensor, names: list[str], good: int, bad:
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=[(n, lambda a, hook, n=n: save(a, hook, n)) for n in names])
         diff = logits[0, pos, good] - logits[0, pos, bad]
-        grads = torch.autograd.grad(diff, [saved[n] for n in names])
+        target = {"diff": lambda: diff, "answer": lambda: logits[0, pos, good],
+                  "every_position": lambda: (logits[0, :, good] - logits[0, :, bad]).sum()}[metric]()
+        grads = torch.autograd.grad(target, [saved[n] for n in names])
     return diff.detach(), [saved[n].detach()[0] for n in names], [g[0] for g in grads]
 
 
 def estimate(
     model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str, *, kind: str,
     grad_on: str = "clean", direction: int = 1, pos: int = -1, add_baseline: bool = True,
-    sum_features: bool = True, demo_direction: bool = False,
+    sum_features: bool = True, demo_direction: bool = False, metric: str = "diff", change: str = "difference",
+    final_position_only: bool = False,
 ) -> Tensor:
     """An attribution estimate in the layout of `kind` ("resid", "heads", "head_by_position").
 
@@ -50,21 +56,26 @@ def estimate(
     corrupt run; `direction=-1` multiplies (clean − corrupt); `pos` reads the metric
     elsewhere; `add_baseline=False` returns the change only; `sum_features=False` keeps
     the d_model / d_head axis; `demo_direction` estimates patching the clean run into
-    the corrupt one (corrupt logit difference + (clean − corrupt) · corrupt gradient).
+    the corrupt one (corrupt logit difference + (clean − corrupt) · corrupt gradient);
+    `metric` differentiates another metric (see `_run_with_gradients`); `change="corrupt"`
+    multiplies the corrupt activation itself, not its difference from the clean one;
+    `final_position_only` ("heads") sums the final position only, not every position.
     """
     names = hook_names(model, kind)
     good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
     clean, corrupt = model.to_tokens(clean_prompt), model.to_tokens(corrupt_prompt)
     if demo_direction:
         clean, corrupt = corrupt, clean
-    diff, clean_acts, clean_grads = _run_with_gradients(model, clean, names, good, bad, pos)
-    _, corrupt_acts, corrupt_grads = _run_with_gradients(model, corrupt, names, good, bad, pos)
+    diff, clean_acts, clean_grads = _run_with_gradients(model, clean, names, good, bad, pos, metric)
+    _, corrupt_acts, corrupt_grads = _run_with_gradients(model, corrupt, names, good, bad, pos, metric)
     grads = clean_grads if grad_on == "clean" else corrupt_grads
-    products = [direction * (c - a) * g for a, c, g in zip(clean_acts, corrupt_acts, grads)]
+    products = [direction * (c if change == "corrupt" else c - a) * g
+                for a, c, g in zip(clean_acts, corrupt_acts, grads)]
     if kind == "resid":  # [pos, d_model] per row
         rows = [p.sum(-1) if sum_features else p for p in products]
         out = torch.stack(rows)
     elif kind == "heads":  # [pos, head, d_head] per layer
+        products = [p[-1:] if final_position_only else p for p in products]
         rows = [p.sum(0).sum(-1) if sum_features else p.sum(0) for p in products]
         out = torch.stack(rows)
     else:
@@ -118,6 +129,15 @@ def _common_mistakes(kind: str, axis: str) -> tuple[Mistake, ...]:
         Mistake("returned only the estimated change",
                 "Add the clean logit difference: each entry is the estimated patched logit difference.",
                 _knob(kind, add_baseline=False)),
+        Mistake("multiplied the gradient by the corrupt activation itself, not by (a_corrupt − a_clean)",
+                "The estimate is about the change a patch makes: use (a_corrupt − a_clean) · gradient.",
+                _knob(kind, change="corrupt")),
+        Mistake("took the gradient of the clean answer's logit alone",
+                "Differentiate the metric itself: logits[0, -1, clean] − logits[0, -1, corrupt].",
+                _knob(kind, metric="answer")),
+        Mistake("took the gradient of the logit difference summed over every position",
+                "The metric is read at the final position only: differentiate logits[0, -1, clean] − "
+                "logits[0, -1, corrupt].", _knob(kind, metric="every_position")),
     )
 
 
@@ -130,6 +150,9 @@ MISTAKES = {
                 _reshaped("attribution_patching_resid", lambda r, m: r.T)),
     ),
     "attribution_patching_heads": _common_mistakes("heads", "d_head") + (
+        Mistake("summed the final position only, not every position",
+                "A head's patch changes z at every position: sum (a_corrupt − a_clean) · gradient over positions and "
+                "d_head.", _knob("heads", final_position_only=True)),
         Mistake("returned the result as [head, layer]", "Rows are layers, columns are heads: [n_layers, n_heads].",
                 _reshaped("attribution_patching_heads", lambda r, m: r.T)),
     ),
