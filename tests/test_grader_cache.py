@@ -29,12 +29,18 @@ def test_repeated_checks_reuse_reference_and_mistake_answers():
             return answer(x)
         return fn
 
-    exercise = Exercise(
+    mistakes = (Mistake("added instead", "Multiply.", counted("mistake", lambda x: x + 2)),)
+
+    class Declared(Exercise):  # its known mistake given here, not read from solutions/mistakes/
+        @property
+        def mistakes(self):
+            return mistakes
+
+    exercise = Declared(
         name="double", chapter="test", section="Doubling", hint="",
         reference=counted("reference", lambda x: 2 * x),
         cases=lambda gm, rng: [Case(f"x={x}", {"x": x}) for x in (1, 2, 3)],
         compare=same_value,
-        mistakes=(Mistake("added instead", "Multiply.", counted("mistake", lambda x: x + 2)),),
     )
     models = [GradingModel(key, _NoHooks(), key) for key in ("a", "b")]
     grader = Grader(models)

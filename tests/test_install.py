@@ -167,12 +167,12 @@ def test_course_code_scores_zero_in_the_installed_wheel(installed, through, tmp_
 # What is installed, read without importing anything (the venv below has no dependencies).
 INSTALLED = """
 import importlib.metadata, importlib.util, json, pathlib
-graders = importlib.util.find_spec("graders")
-declarations = pathlib.Path(graders.submodule_search_locations[0], "ch00_setup.py").read_text()
+solutions = importlib.util.find_spec("solutions")
+mistakes = solutions and pathlib.Path(solutions.submodule_search_locations[0], "mistakes", "ch00_setup.py")
 print(json.dumps({"versions": sorted(d.version for d in importlib.metadata.distributions()
                                      if d.metadata["Name"] == "circuitlab"),
-                  "solutions": importlib.util.find_spec("solutions") is not None,
-                  "known mistakes": "Mistake(" in declarations}))
+                  "solutions": solutions is not None,
+                  "known mistakes": bool(mistakes and "Mistake(" in mistakes.read_text())}))
 """
 
 
