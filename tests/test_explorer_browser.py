@@ -76,6 +76,23 @@ class Visitor:
             box = self.page.locator(f"#{elem} textarea, #{elem} input").first
             box.fill(value)
 
+    def load_case(self, key: str):
+        """Click a tutorial example and wait until its values are in the four boxes.
+
+        The button's answer comes back from the server after the click returns; typing or
+        running before it lands races it (it overwrote a typed prompt in CI). Where the boxes
+        already hold the example there is nothing to wait for, so no click is made."""
+        case = CORRUPTIONS[key]
+        want = {"clean": case.clean_prompt, "corrupt": case.corrupt_prompt,
+                "clean-answer": case.clean_answer, "corrupt-answer": case.corrupt_answer}
+        read = ("Object.fromEntries(Object.keys(want).map(k => [k, "
+                "document.querySelector(`#${k} textarea, #${k} input`)?.value]))")
+        if self.page.evaluate(f"want => {read}", want) == want:
+            return
+        self.page.click(f"#case-{key}")
+        self.page.wait_for_function(f"want => JSON.stringify({read}) === JSON.stringify(want)", arg=want,
+                                    timeout=TIMEOUT)
+
     def run(self):
         self.page.click("#run")
 
@@ -125,7 +142,7 @@ def _panel_shot(page, selector, name):
 def test_surname_example_heatmaps_downloads_attention_and_screenshots(app, browser):
     v = Visitor(browser, app)
     page = v.page
-    page.click("#case-surname")
+    v.load_case("surname")
     v.run()
     v.wait_exact()
     for kind in ("resid", "heads", "head_pos"):
@@ -192,12 +209,12 @@ def test_each_bad_input_shows_its_message_and_the_page_keeps_working(app, browse
     v = Visitor(browser, app)
     page = v.page
     for fields, expected in BAD:
-        page.click("#case-surname")
+        v.load_case("surname")
         v.fill(**fields)
         v.run()
         assert "Traceback" not in v.message(expected)
     # A model whose weights are missing.
-    page.click("#case-surname")
+    v.load_case("surname")
     page.locator("#model input").first.click()
     page.get_by_role("option", name="gelu-2l (pretrained, not cached)").click()
     v.run()
@@ -232,8 +249,8 @@ def test_each_bad_input_shows_its_message_and_the_page_keeps_working(app, browse
 
 def test_two_visitors_at_once_get_their_own_numbers(app, browser):
     a, b = Visitor(browser, app), Visitor(browser, app)
-    a.page.click("#case-surname")
-    b.page.click("#case-first_name")
+    a.load_case("surname")
+    b.load_case("first_name")
     b.page.click("#direction label:has-text('Clean into corrupt')")
     a.run()
     b.run()
