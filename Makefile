@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 ## make course: run every chapter with the reference solutions on the offline default model, grade, scorecard
 course: $(STAMP)
-	$(PY) -m graders render --out build
+	$(PY) -m circuitlab_graders render --out build
 
 ## make test: the test suite, one worker per core (4 at most: each loads the models), each test file
 ## on one worker (tests/conftest.py); installs Debian's chromium for the browser tests and bubblewrap
@@ -39,7 +39,7 @@ sandbox:
 
 ## make check NB=chapters/00_setup.ipynb: grade one notebook
 check: $(STAMP)
-	$(PY) -m graders check $(NB)
+	$(PY) -m circuitlab_graders check $(NB)
 
 ## make bench: time the fast sweeps against transformer_lens.patching, every check, and the patching explorer
 ## (click to exact heatmaps, four visitors at once) against the tutorial page's approach (minutes; not a test)
@@ -53,7 +53,7 @@ explore: $(STAMP)
 
 ## make classroom: generate the nbgrader course directory classroom/ (README: "For instructors")
 classroom: $(STAMP)
-	$(PY) -m graders course classroom
+	$(PY) -m circuitlab_graders course classroom
 
 clean:
 	rm -rf build .pytest_cache

@@ -6,7 +6,7 @@
 For each chapter it builds the course, makes N synthetic submissions (honest, stubs, one
 known mistake, an endless loop, a crash, half done, cycled) and grades them:
 
-* ours: `python -m graders autograde` (graders.whole_class.autograde_class) with 1,
+* ours: `python -m circuitlab_graders autograde` (graders.whole_class.autograde_class) with 1,
   2, ... sandboxes, end to end: references and model loading (once per run), grading,
   and nbgrader's own recording of every submission; and the grading alone, once the
   sandboxes are up;
@@ -34,8 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import nbformat  # noqa: E402
 
-from graders.classroom import build  # noqa: E402
-from graders.registry import EXERCISES  # noqa: E402
+from circuitlab_graders.classroom import build  # noqa: E402
+from circuitlab_graders.registry import EXERCISES  # noqa: E402
 from tests.submissions import CRASH, HANG, with_answers  # noqa: E402
 
 STOCK = ("[Execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties, "
@@ -79,7 +79,7 @@ def baseline_course(course: Path, chapter: str, exercises: list[str], cell_timeo
     for cell in nb.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
             name = next(n for n in exercises if f"check({n})" in cell.source)
-            cell.source = f"import graders\nassert graders.grade({name!r}, {name}).passed"
+            cell.source = f"import circuitlab_graders as graders\nassert graders.grade({name!r}, {name}).passed"
     nbformat.write(nb, path)
     (root / "nbgrader_config.py").write_text(BASELINE_CONFIG.replace("{timeout}", str(cell_timeout)))
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", chapter, "--force"], cwd=root,
@@ -88,8 +88,8 @@ def baseline_course(course: Path, chapter: str, exercises: list[str], cell_timeo
 
 
 def bench_chapter(chapter: str, args) -> None:
-    from graders.autograde import Autograder
-    from graders.whole_class import autograde_class
+    from circuitlab_graders.autograde import Autograder
+    from circuitlab_graders.whole_class import autograde_class
 
     course = Path(tempfile.mkdtemp(prefix="course-"))
     built = build(course, (chapter,), seed=1, cell_timeout=args.cell_timeout, check=False, log=lambda *_: None)

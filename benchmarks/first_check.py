@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def notebook(chapter: str, exercise: str, read_s: float, prepare: bool) -> nbformat.NotebookNode:
     import importlib
 
-    source = inspect.getsource(getattr(importlib.import_module(f"solutions.ch{chapter}"), exercise))
+    source = inspect.getsource(getattr(importlib.import_module(f"circuitlab_solutions.ch{chapter}"), exercise))
     cells = [
-        "import time\nimport torch\nfrom graders import check, prepare\n"
+        "import time\nimport torch\nfrom circuitlab_graders import check, prepare\n"
         + (f"prepare({chapter!r})\n" if prepare else "") + "torch.set_grad_enabled(False)",
         f"time.sleep({read_s})",
         source,
@@ -39,7 +39,7 @@ def notebook(chapter: str, exercise: str, read_s: float, prepare: bool) -> nbfor
 
 
 def first_check_s(chapter: str, exercise: str, read_s: float, prepare: bool) -> tuple[float, bool]:
-    from graders.notebooks import execute
+    from circuitlab_graders.notebooks import execute
 
     nb = notebook(chapter, exercise, read_s, prepare)
     with tempfile.TemporaryDirectory() as tmp:

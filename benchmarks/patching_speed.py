@@ -67,7 +67,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformer_lens import patching  # noqa: E402
 
-from solutions import ch05_attribution_patching as attribution  # noqa: E402
+from circuitlab_solutions import ch05_attribution_patching as attribution  # noqa: E402
 from circuitlab.loading import load_model  # noqa: E402
 from circuitlab.plotting import residual_labels  # noqa: E402
 from circuitlab.sweeps import one_pair as fast  # noqa: E402
@@ -251,8 +251,8 @@ def _attribution_line(r: dict) -> str:
 def bench_dataset(name: str = "gelu-2l") -> list[dict]:
     """Chapter 6's dataset sweeps against transformer_lens.patching on one batch."""
     from circuitlab import datasets
-    from solutions import ch06_dataset_patching as ch06
-    from solutions import ch06_exact_sweeps as exact
+    from circuitlab_solutions import ch06_dataset_patching as ch06
+    from circuitlab_solutions import ch06_exact_sweeps as exact
 
     model = load_model(name, weights="random", device="cpu")
     people = [(f, s) for f in datasets.FIRST_NAMES for s in datasets.SURNAMES][::7][:ARGS.dataset_prompts]
@@ -296,9 +296,9 @@ def bench_graders() -> None:
     outside the course's packages (so the answer-code watch runs too), in full mode (first
     check: references computed and cached; repeats: the learner's function only) and in
     public mode (the student release's checks)."""
-    import graders
-    from graders.models import grading_models
-    from graders.registry import EXERCISES
+    import circuitlab_graders as graders
+    from circuitlab_graders.models import grading_models
+    from circuitlab_graders.registry import EXERCISES
     from tests.honest import readable_reference
 
     start = time.perf_counter()

@@ -65,7 +65,7 @@ import torch
 from torch import Tensor
 
 from circuitlab import course_model
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 
 prepare("00_setup")  # the checks get ready in the background (their models load) while you read on
 

@@ -69,7 +69,7 @@ from transformer_lens.hook_points import HookPoint
 
 from circuitlab import course_model, position_labels, residual_patching_figure
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 
 prepare("01_residual_patching")  # the checks get ready in the background (their models load) while you read on
 

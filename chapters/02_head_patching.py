@@ -82,7 +82,7 @@ from transformer_lens.hook_points import HookPoint
 
 from circuitlab import course_model, head_by_position_figure, head_patching_figure
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 
 prepare("02_head_patching")  # the checks get ready in the background (their models load) while you read on
 

@@ -75,7 +75,7 @@ from torch import Tensor
 from circuitlab import course_model, head_labels, position_labels
 from circuitlab.attention_view import attention_heads
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 from transformer_lens import patching  # TransformerLens's own sweeps: one forward pass per patched cell
 
 prepare("03_attention_patterns")  # the checks get ready in the background (their models load) while you read on

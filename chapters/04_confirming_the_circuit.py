@@ -77,7 +77,7 @@ from transformer_lens.hook_points import HookPoint
 from circuitlab import composition_figure, course_model, patching_heatmap
 from circuitlab.composition import composition_baseline
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS, name_batch
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 
 prepare("04_confirming_the_circuit")  # the checks get ready in the background (their models load) while you read on
 

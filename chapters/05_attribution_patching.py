@@ -79,7 +79,7 @@ from torch import Tensor
 from circuitlab import course_model, head_labels, position_labels, residual_labels
 from circuitlab.estimate_plots import correlation, scatter_figure, side_by_side_figure
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 from transformer_lens import patching  # TransformerLens's exact sweeps: one forward pass per cell
 
 prepare("05_attribution_patching")  # the checks get ready in the background (their models load) while you read on

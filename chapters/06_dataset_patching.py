@@ -66,7 +66,7 @@ from transformer_lens.hook_points import HookPoint
 from circuitlab import course_model, load_model, patching_heatmap, position_labels, weights_cached
 from circuitlab import datasets
 from circuitlab.answer_logits import final_logit_diffs
-from graders import check, prepare
+from circuitlab_graders import check, prepare
 
 prepare("06_dataset_patching")  # the checks get ready in the background (their models load) while you read on
 torch.set_grad_enabled(False)

@@ -5,7 +5,7 @@
     circuitlab progress [DIR]          passed / failed / not tried, from the notebooks saved in DIR
     circuitlab explore [--port N]      the patching explorer: a web page that patches any prompts (needs the
                                        `explore` extra)
-    circuitlab render | course | autograde ...   the graders' commands (`python -m graders`), passed through
+    circuitlab render | course | autograde ...   the graders' commands (`python -m circuitlab_graders`), passed through
 
 Exit codes: 0 done, 1 an exercise failed (check, render), 2 nothing to work on (no chapters,
 no such notebook). `start` and `progress` only read and copy files; the graders' commands
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(argv: list[str]) -> int:
     if argv and argv[0] in GRADERS_COMMANDS:
-        from graders.__main__ import main as graders_main
+        from circuitlab_graders.__main__ import main as graders_main
 
         return graders_main(argv, prog="circuitlab")
     if argv and argv[0] == "explore":

@@ -1,6 +1,6 @@
 """A self-study scorecard read from the learner's saved notebooks (`circuitlab progress`).
 
-`graders.check` shows each Result with a machine-readable part, RESULT_MIME, holding
+`circuitlab_graders.check` shows each Result with a machine-readable part, RESULT_MIME, holding
 {"exercise", "passed", "score", "implemented"} ("implemented" false: the check ran on the stub). Jupyter saves it with the cell's outputs, so the last one
 per exercise in a saved .ipynb is where the learner stands, without running anything.
 Stdlib only: reading progress starts no kernel and imports no graders.

@@ -1,10 +1,10 @@
 """Auto-grading for the circuitlab course.
 
-    from graders import check, prepare
+    from circuitlab_graders import check, prepare
     prepare("00_setup")               # in a chapter's import cell: get its checks ready in the background
     check(next_token_prediction)      # in a notebook: grade and show the result
 
-    from graders import grade
+    from circuitlab_graders import grade
     result = grade("logit_diff", my_fn)   # result.passed, result.score, result.feedback
 """
 
@@ -15,13 +15,13 @@ import os
 import threading
 from typing import Callable, Optional
 
-from graders.engine import Grader
-from graders.results import Result
-from graders.models import GradingModel
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.results import Result
+from circuitlab_graders.models import GradingModel
 
 __all__ = ["grade", "check", "prepare", "Result"]
 
-RESULTS_ENV = "CIRCUITLAB_RESULTS"  # set by `python -m graders check` to collect results
+RESULTS_ENV = "CIRCUITLAB_RESULTS"  # set by `python -m circuitlab_graders check` to collect results
 MODE_ENV = "CIRCUITLAB_GRADERS"  # "public": check without the reference solutions
 _GRADER = Grader()
 _PREPARING: Optional[threading.Thread] = None  # prepare()'s thread, until a check has waited for it
@@ -50,7 +50,7 @@ def prepare(chapter: Optional[str] = None) -> None:
 
 def _in_learners_kernel() -> bool:
     from circuitlab.progress import _in_notebook
-    from graders.worker.preload import PLAN_ENV
+    from circuitlab_graders.worker.preload import PLAN_ENV
 
     return _in_notebook() and os.environ.get("NBGRADER_EXECUTION") is None and PLAN_ENV not in os.environ
 
@@ -59,7 +59,7 @@ def _prepare(chapter: Optional[str]) -> None:
     import torch
 
     from circuitlab import progress
-    from graders.registry import EXERCISES
+    from circuitlab_graders.registry import EXERCISES
 
     try:
         with progress.quiet(), torch.no_grad():  # as a check computes them, in a chapter's grad-free kernel
@@ -92,7 +92,7 @@ def grade(exercise: str, fn: Callable, model=None, mode: Optional[str] = None) -
     "full" (against the reference), "public" (the chapter's stated properties, no
     reference; the default where `solutions` is absent) or "hidden".
     """
-    from graders.registry import exercise as find
+    from circuitlab_graders.registry import exercise as find
 
     declared = find(exercise)
     _wait_for_preparation()
@@ -117,8 +117,8 @@ def check(fn: Callable, model=None) -> Result:
         # nbgrader is running this notebook in a kernel: the course's nbgrader_config.py is
         # not in use. Grading here would let the student's code judge itself: refuse, loudly.
         raise RuntimeError("This course is autograded in a sandbox, not in the notebook's kernel: run nbgrader "
-                           "from the course directory that `python -m graders course` wrote (its nbgrader_config.py "
-                           "sets this up), or `python -m graders autograde ASSIGNMENT` there.")
+                           "from the course directory that `python -m circuitlab_graders course` wrote (its nbgrader_config.py "
+                           "sets this up), or `python -m circuitlab_graders autograde ASSIGNMENT` there.")
     ready = model is not None or _GRADER._models is not None
     status = _status(f"Checking {fn.__name__}" + ("…" if ready else f": {READY_NOTE}…"))
     if _GRADER.course.owns(fn):
@@ -138,7 +138,7 @@ def public_mode() -> bool:
     if os.environ.get(MODE_ENV) == "public":
         return True
     try:
-        import solutions  # noqa: F401
+        import circuitlab_solutions as solutions  # noqa: F401
     except ImportError:
         return True
     return False

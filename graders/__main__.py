@@ -1,5 +1,5 @@
-"""Command line: `python -m graders check NOTEBOOK`, `python -m graders render`,
-`python -m graders course OUTDIR` and `python -m graders autograde ASSIGNMENT` (also
+"""Command line: `python -m circuitlab_graders check NOTEBOOK`, `python -m circuitlab_graders render`,
+`python -m circuitlab_graders course OUTDIR` and `python -m circuitlab_graders autograde ASSIGNMENT` (also
 reached as `circuitlab check|render|course|autograde`).
 
 Exit codes: 0 all passed or built, 1 an exercise failed, 2 nothing to grade (no such
@@ -16,7 +16,7 @@ import nbformat
 
 
 def _check(args: argparse.Namespace) -> int:
-    from graders.notebooks import execute, exercise_names, read_notebook, scorecard
+    from circuitlab_graders.notebooks import execute, exercise_names, read_notebook, scorecard
 
     path = Path(args.notebook)
     if not path.exists():
@@ -36,8 +36,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     """The main job: run every chapter with the reference solutions, grade, save."""
-    from graders.html import notebook_html
-    from graders.notebooks import execute, fill_with_solutions, read_notebook, scorecard, select_chapters
+    from circuitlab_graders.html import notebook_html
+    from circuitlab_graders.notebooks import execute, fill_with_solutions, read_notebook, scorecard, select_chapters
 
     chapters = select_chapters(args.chapters)  # none: ChaptersNotFound, never an empty "all passed"
     out = Path(args.out)
@@ -60,8 +60,8 @@ def _render(args: argparse.Namespace) -> int:
 
 def _course(args: argparse.Namespace) -> int:
     """Generate the nbgrader course directory (see graders.classroom)."""
-    from graders.classroom import build
-    from graders.notebooks import select_chapters
+    from circuitlab_graders.classroom import build
+    from circuitlab_graders.notebooks import select_chapters
 
     select_chapters(args.chapters)  # no chapter: a clear ChaptersNotFound before anything is built
     course = build(Path(args.outdir), tuple(args.chapters), seed=args.seed, cell_timeout=args.cell_timeout,
@@ -76,8 +76,8 @@ def _course(args: argparse.Namespace) -> int:
 
 def _autograde(args: argparse.Namespace) -> int:
     """Grade every submission of an assignment in sandboxes, then record it in nbgrader."""
-    from graders.whole_class import autograde_class
-    from graders.sandbox import SandboxUnavailable
+    from circuitlab_graders.whole_class import autograde_class
+    from circuitlab_graders.sandbox import SandboxUnavailable
 
     try:
         results = autograde_class(Path(args.course), args.assignment, args.student, workers=args.workers,
@@ -97,7 +97,7 @@ def _autograde(args: argparse.Namespace) -> int:
 
 def _student_release(args: argparse.Namespace) -> int:
     """The course without its answers, for students (see graders.student_release)."""
-    from graders.student_release import build
+    from circuitlab_graders.student_release import build
 
     try:
         build(Path(args.outdir), wheel=args.wheel)
@@ -107,7 +107,7 @@ def _student_release(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m graders") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m circuitlab_graders") -> int:
     from circuitlab.course_files import ChaptersNotFound
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)

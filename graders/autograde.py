@@ -6,9 +6,9 @@
 This process is the trusted side and never runs learner code. It plans every exercise on
 the hidden seeds (cases, reference answers: once per Autograder), writes the plan (inputs
 and limits, no answers) where the sandbox can read it, and hands each submission to a
-sandboxed worker (`graders.worker`: bubblewrap, no network, the course's answer code,
+sandboxed worker (`circuitlab_graders.worker`: bubblewrap, no network, the course's answer code,
 the course directory and every other submission hidden). The worker returns the
-learner's answers as plain data (`graders.wire`: JSON and safetensors, never pickle);
+learner's answers as plain data (`circuitlab_graders.wire`: JSON and safetensors, never pickle);
 the engine here compares them with the references, types checked exactly, names known
 mistakes and writes the feedback. Without bubblewrap, grading refuses to start.
 
@@ -31,16 +31,16 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import nbformat
 
 from circuitlab.saved_results import CHECK_CALL
-from graders import calls, limits, wire
-from graders.calls import Outcome
-from graders.engine import Check, Grader, call_key
-from graders.notebooks import is_test_cell
-from graders.guard.timer import wall_seconds
-from graders.registry import exercise as find
-from graders.results import Result
-from graders.worker import STAGED
-from graders.worker.plan import Call, ExercisePlan, Plan
-from graders.worker.preload import PLAN_ENV
+from circuitlab_graders import calls, limits, wire
+from circuitlab_graders.calls import Outcome
+from circuitlab_graders.engine import Check, Grader, call_key
+from circuitlab_graders.notebooks import is_test_cell
+from circuitlab_graders.guard.timer import wall_seconds
+from circuitlab_graders.registry import exercise as find
+from circuitlab_graders.results import Result
+from circuitlab_graders.worker import STAGED
+from circuitlab_graders.worker.plan import Call, ExercisePlan, Plan
+from circuitlab_graders.worker.preload import PLAN_ENV
 
 CELL_TIMEOUT = limits.CELL_TIMEOUT_S
 SANDBOX_MIN_TIME_LIMIT_S = limits.SANDBOX_CALL_FLOOR_CPU_S
@@ -129,13 +129,13 @@ class Autograder:
             self._plan_dir.rmdir()
 
     def _sandbox_args(self) -> dict[str, Any]:
-        from graders.sandbox import Limits
-        from graders.sandbox.project import course_view
+        from circuitlab_graders.sandbox import Limits
+        from circuitlab_graders.sandbox.project import course_view
 
         view = course_view(self.hide)
         view = dataclasses.replace(view, env={**view.env, PLAN_ENV: str(self._plan_dir / "plan.bin")})
         limits = Limits(cpu_seconds=CPU_SECONDS)
-        return {"preload": "graders.worker.preload:load", "handler": "graders.worker.supervisor:grade",
+        return {"preload": "circuitlab_graders.worker.preload:load", "handler": "circuitlab_graders.worker.supervisor:grade",
                 "stage": list(STAGED), "view": view, "limits": limits}
 
     def job_timeout(self, n_cells: int) -> float:
@@ -220,7 +220,7 @@ def warm_autograder(root: Path, assignment: str, workers: Optional[int] = 1,
                     scheduler: Optional[str] = None) -> "Autograder":
     """A started Autograder for `assignment` of the course at `root`, kept for the process's
     lifetime: nbgrader's own autograde calls SandboxExecute once per submission."""
-    from graders.course_secrets import CourseSecrets
+    from circuitlab_graders.course_secrets import CourseSecrets
 
     key = (str(Path(root).resolve()), assignment)
     if key not in _WARM:
@@ -244,7 +244,7 @@ class LocalRunner:
     submission at a time; replies as (kind, answer, message), like DaskRunner's."""
 
     def __init__(self, workers: int, sandbox_args: dict[str, Any]) -> None:
-        from graders.sandbox import SandboxPool
+        from circuitlab_graders.sandbox import SandboxPool
 
         self.pool = SandboxPool(workers, **sandbox_args).__enter__()  # starts them side by side
 
@@ -263,7 +263,7 @@ def _dask_task(plan_bytes: bytes, sandbox_args: dict[str, Any], job: bytes, time
     sandbox per worker process and plan, started on first use."""
     import hashlib
 
-    from graders.sandbox import Sandbox
+    from circuitlab_graders.sandbox import Sandbox
 
     key = hashlib.sha256(plan_bytes).hexdigest()
     if key not in _DASK_SANDBOX:

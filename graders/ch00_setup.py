@@ -13,11 +13,11 @@ from typing import Any, Optional
 import torch
 
 from circuitlab.prompts import CLEAN_PROMPT, random_case
-from graders.compare import close_tensor, same_value, scalar_shape
-from graders import kit
-from graders.declare import MODEL, Case, Exercise, Property
-from graders.models import GradingModel
-from graders.properties import close, scalar, single_token
+from circuitlab_graders.compare import close_tensor, same_value, scalar_shape
+from circuitlab_graders import kit
+from circuitlab_graders.declare import MODEL, Case, Exercise, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close, scalar, single_token
 
 CHAPTER = "00_setup"
 

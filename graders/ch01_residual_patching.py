@@ -11,10 +11,10 @@ import random
 
 import torch
 
-from graders import kit
-from graders.declare import Cache, Case, Exercise, Hook, Loop, Property
-from graders.models import GradingModel
-from graders.properties import close
+from circuitlab_graders import kit
+from circuitlab_graders.declare import Cache, Case, Exercise, Hook, Loop, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close
 
 CHAPTER = "01_residual_patching"
 

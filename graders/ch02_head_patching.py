@@ -14,10 +14,10 @@ from typing import Callable
 import torch
 
 from circuitlab.prompts import CORRUPTIONS, short_case
-from graders import kit
-from graders.declare import Cache, Case, Exercise, Hook, Loop, Property
-from graders.models import GradingModel
-from graders.properties import close, shaped
+from circuitlab_graders import kit
+from circuitlab_graders.declare import Cache, Case, Exercise, Hook, Loop, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close, shaped
 
 CHAPTER = "02_head_patching"
 

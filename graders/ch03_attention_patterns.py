@@ -12,11 +12,11 @@ import random
 import torch
 
 from circuitlab.prompts import CLEAN_PROMPT, random_case
-from graders import kit
-from graders.compare import close_float
-from graders.declare import Cache, Case, Exercise, Property
-from graders.models import GradingModel
-from graders.properties import close
+from circuitlab_graders import kit
+from circuitlab_graders.compare import close_float
+from circuitlab_graders.declare import Cache, Case, Exercise, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close
 
 CHAPTER = "03_attention_patterns"
 

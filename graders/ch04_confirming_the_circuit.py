@@ -31,11 +31,11 @@ from circuitlab.prompts import (
     random_batch,
     short_case,
 )
-from graders import kit
-from graders.compare import close_float, close_tensor
-from graders.declare import MODEL, Cache, Case, Exercise, Property
-from graders.models import GradingModel
-from graders.properties import close, scalar, shaped
+from circuitlab_graders import kit
+from circuitlab_graders.compare import close_float, close_tensor
+from circuitlab_graders.declare import MODEL, Cache, Case, Exercise, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close, scalar, shaped
 
 CHAPTER = "04_confirming_the_circuit"
 

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from circuitlab.prompts import PatchingCase
-from graders import kit
-from graders.declare import Case, Exercise, Property
-from graders.models import GradingModel
-from graders.properties import close
+from circuitlab_graders import kit
+from circuitlab_graders.declare import Case, Exercise, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close
 
 CHAPTER = "05_attribution_patching"
 

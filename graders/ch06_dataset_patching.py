@@ -19,11 +19,11 @@ from typing import Any, Optional
 import torch
 
 from circuitlab.prompts import FIRST_NAMES, SURNAMES, TEMPLATE
-from graders.compare import close_tensor, kind, same_value, scalar_shape
-from graders.declare import MODEL, Case, Exercise, Property
-from graders.kit import COMPUTED, FORWARD, SLOW_MODEL
-from graders.models import GradingModel
-from graders.properties import close, shaped
+from circuitlab_graders.compare import close_tensor, kind, same_value, scalar_shape
+from circuitlab_graders.declare import MODEL, Case, Exercise, Property
+from circuitlab_graders.kit import COMPUTED, FORWARD, SLOW_MODEL
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close, shaped
 
 CHAPTER = "06_dataset_patching"
 SHORT = "{first} {last} {again}"
@@ -319,7 +319,7 @@ DATASET_PATCHING_FORWARD = Exercise(
           "clean and corrupt baselines, and store the mean."),
     # Graded against the exact batched engine (same numbers, a fraction of the time); the
     # readable reference in solutions/ is what learners see, and passes this check too.
-    reference="solutions.ch06_exact_sweeps:exact_dataset_patching_sweep",
+    reference="circuitlab_solutions.ch06_exact_sweeps:exact_dataset_patching_sweep",
     cases=_sweep_cases,
     compare=FORWARD,
     properties=_sweep_properties,
@@ -469,7 +469,7 @@ PER_PROMPT_HEAD_PATCHING = Exercise(
     hint=("For each (layer, head) in `heads`, run the base batch with blocks.{layer}.attn.hook_z[:, :, head] taken "
           "from the source cache, take batch_logit_diff(..., per_prompt=True), normalise per prompt, and stack the "
           "columns into [n_prompts, len(heads)]: no mean."),
-    reference="solutions.ch06_exact_sweeps:exact_per_prompt_head_patching",
+    reference="circuitlab_solutions.ch06_exact_sweeps:exact_per_prompt_head_patching",
     cases=_per_prompt_cases,
     compare=FORWARD,
     properties=_per_prompt_properties,

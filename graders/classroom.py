@@ -1,6 +1,6 @@
 """Classroom mode: an nbgrader course generated from the chapters.
 
-`python -m graders course OUTDIR` writes
+`python -m circuitlab_graders course OUTDIR` writes
 
     OUTDIR/nbgrader_config.py
     OUTDIR/circuitlab_course.json                the hidden seeds (outside source/: never released)
@@ -10,7 +10,7 @@ Exercise cells become autograded answer cells whose reference body sits between
 `### BEGIN SOLUTION` and `### END SOLUTION` (nbgrader swaps it for a stub in the
 release). Check cells become locked autograder tests worth points; in a student's
 release they run the public checks. At autograde nothing in them runs: the course's
-config makes nbgrader grade each submission with `graders.nbgrader_plugin.SandboxExecute`,
+config makes nbgrader grade each submission with `circuitlab_graders.nbgrader_plugin.SandboxExecute`,
 which runs the student's code in a sandbox and judges it on hidden seeds. Before writing,
 the builder grades every source notebook that way and requires full points for the
 references.
@@ -31,9 +31,9 @@ from typing import Optional
 
 import nbformat
 
-from graders import limits
-from graders.course_secrets import CourseSecrets
-from graders.notebooks import CHECK_CALL, is_test_cell, read_notebook, select_chapters, solutions_module
+from circuitlab_graders import limits
+from circuitlab_graders.course_secrets import CourseSecrets
+from circuitlab_graders.notebooks import CHECK_CALL, is_test_cell, read_notebook, select_chapters, solutions_module
 
 COURSE_ID = "circuitlab"
 SCHEMA_VERSION = 3  # nbgrader's cell metadata format
@@ -139,7 +139,7 @@ def verify(assignments: list[Assignment], root: Path, log=print) -> float:
     """Grade each source notebook (references in place) the way autograde will, in the
     sandbox on the hidden seeds, and require every exercise to pass. Returns the slowest
     cell's seconds."""
-    from graders.autograde import Autograder
+    from circuitlab_graders.autograde import Autograder
 
     slowest = 0.0
     for assignment in assignments:
@@ -160,13 +160,13 @@ def verify(assignments: list[Assignment], root: Path, log=print) -> float:
 # ---------------------------------------------------------------- writing
 
 CONFIG = '''\
-"""nbgrader configuration for the {course} course, written by `python -m graders course`.
+"""nbgrader configuration for the {course} course, written by `python -m circuitlab_graders course`.
 
 Run nbgrader from this directory, in the Python environment where circuitlab (with its
 `solutions` package) and bubblewrap are installed. Autograding never runs a student's
 code in nbgrader's kernel: SandboxExecute grades each submission in a sandbox that
 cannot see this directory, and judges it on the hidden seeds in circuitlab_course.json.
-`python -m graders autograde ASSIGNMENT` grades a whole class in parallel first.
+`python -m circuitlab_graders autograde ASSIGNMENT` grades a whole class in parallel first.
 """
 
 import os
@@ -174,7 +174,7 @@ import os
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
 
-from graders.nbgrader_plugin import SandboxExecute
+from circuitlab_graders.nbgrader_plugin import SandboxExecute
 
 c = get_config()  # noqa: F821  (nbgrader provides it)
 

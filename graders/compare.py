@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from graders.wire import Opaque
+from circuitlab_graders.wire import Opaque
 
 _PLAIN = (str, int, float, bool, type(None))
 

@@ -27,7 +27,7 @@ class CourseSecrets:
     def read(cls, root: Path) -> "CourseSecrets":
         path = Path(root) / COURSE_FILE
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: this is not a course built by `python -m graders course` "
+            raise FileNotFoundError(f"{path} is missing: this is not a course built by `python -m circuitlab_graders course` "
                                     "(it holds the hidden seeds the grader needs)")
         data = json.loads(path.read_text())
         return cls(data["assignments"], float(data["cell_timeout"]))

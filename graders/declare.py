@@ -7,7 +7,7 @@ mistakes, a hint and the chapter section that teaches it.
 
 Declarations hold no answer code: the reference is named by a string and imported on
 first use, and an exercise's known mistakes are declared beside the references, in
-`solutions.mistakes.chNN_*` (a `MISTAKES` dict: exercise name -> tuple of `Mistake`), read
+`circuitlab_solutions.mistakes.chNN_*` (a `MISTAKES` dict: exercise name -> tuple of `Mistake`), read
 on first use. A student release is the package without `solutions/`: the same
 declarations load, with no reference and no known mistakes, and check the public
 properties.
@@ -21,10 +21,10 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
-from graders.inputs import MODEL, Cache, Hook, content_id
+from circuitlab_graders.inputs import MODEL, Cache, Hook, content_id
 
 if TYPE_CHECKING:
-    from graders.models import GradingModel
+    from circuitlab_graders.models import GradingModel
 
 __all__ = ["MODEL", "Cache", "Case", "Exercise", "Hook", "Mistake", "Property", "known_mistakes"]
 
@@ -35,7 +35,7 @@ Compare = Callable[[Any, Any], Optional[str]]
 @dataclass(frozen=True)
 class Case:
     """Inputs on which the learner's answer must equal the reference's. Its identity is
-    its content (see `graders.inputs`); the label only names it in feedback."""
+    its content (see `circuitlab_graders.inputs`); the label only names it in feedback."""
 
     label: str
     inputs: Mapping[str, Any]
@@ -93,7 +93,7 @@ class Exercise:
     def reference_fn(self) -> Callable[..., Any]:
         if callable(self.reference):
             return self.reference
-        module, _, name = (self.reference or f"solutions.ch{self.chapter}:{self.name}").partition(":")
+        module, _, name = (self.reference or f"circuitlab_solutions.ch{self.chapter}:{self.name}").partition(":")
         try:
             return getattr(importlib.import_module(module), name)
         except ImportError as err:
@@ -111,17 +111,17 @@ class Exercise:
         return content_id((self.name, model_key, dict(case.inputs)))
 
 
-MISTAKES_PACKAGE = "solutions.mistakes"
+MISTAKES_PACKAGE = "circuitlab_solutions.mistakes"
 
 
 @functools.lru_cache(maxsize=None)
 def known_mistakes(chapter: str) -> Mapping[str, tuple[Mistake, ...]]:
-    """Exercise name -> its known mistakes, from solutions.mistakes.ch<chapter>; empty
+    """Exercise name -> its known mistakes, from circuitlab_solutions.mistakes.ch<chapter>; empty
     where solutions/ is absent (a student release) or the chapter declares none."""
     module = f"{MISTAKES_PACKAGE}.ch{chapter}"
     try:
         return importlib.import_module(module).MISTAKES
     except ModuleNotFoundError as err:
-        if err.name in ("solutions", MISTAKES_PACKAGE, module):
+        if err.name in ("circuitlab_solutions", MISTAKES_PACKAGE, module):
             return {}
         raise

@@ -18,9 +18,9 @@ from typing import Any, Callable, Optional
 import torch
 
 from circuitlab.prompts import PatchingCase
-from graders import token_diagnoses
-from graders.inputs import MODEL
-from graders.token_diagnoses import BOS_ADVICE
+from circuitlab_graders import token_diagnoses
+from circuitlab_graders.inputs import MODEL
+from circuitlab_graders.token_diagnoses import BOS_ADVICE
 
 PATCHING_KEYS = ("clean_prompt", "corrupt_prompt", "clean_answer", "corrupt_answer")
 

@@ -26,17 +26,17 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from circuitlab import progress
-from graders import calls, hints, limits, token_diagnoses
-from graders.declare import Case, Exercise, Mistake
-from graders.calls import Outcome, guarded_call, short
-from graders.diagnoses import Failure, diagnose
-from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
-from graders.inputs import Arguments, content_id
-from graders.models import GradingModel, grading_models
-from graders.results import CaseResult, Result, not_implemented, reads_course_code
+from circuitlab_graders import calls, hints, limits, token_diagnoses
+from circuitlab_graders.declare import Case, Exercise, Mistake
+from circuitlab_graders.calls import Outcome, guarded_call, short
+from circuitlab_graders.diagnoses import Failure, diagnose
+from circuitlab_graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
+from circuitlab_graders.inputs import Arguments, content_id
+from circuitlab_graders.models import GradingModel, grading_models
+from circuitlab_graders.results import CaseResult, Result, not_implemented, reads_course_code
 
 MODES = ("full", "hidden", "public")
-ANSWER_PACKAGES = ("solutions", "graders", "circuitlab.sweeps")
+ANSWER_PACKAGES = ("circuitlab_solutions", "circuitlab_graders", "circuitlab.sweeps")
 
 
 # ---------------------------------------------------------------- checks

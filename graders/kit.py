@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
-from graders.compare import close_tensor
-from graders.declare import MODEL, Property
-from graders.models import GradingModel
-from graders.properties import close, number, scalar, shaped
+from circuitlab_graders.compare import close_tensor
+from circuitlab_graders.declare import MODEL, Property
+from circuitlab_graders.models import GradingModel
+from circuitlab_graders.properties import close, number, scalar, shaped
 
 # ------------------------------------------------------------------ prompt pairs per model
 

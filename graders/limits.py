@@ -27,7 +27,7 @@ MISTAKE_CALL_S = 60.0  # a known mistake's answer on a failed case, to name the 
 # busy machine does not stretch it (graders.guard.timer). An endless loop costs this much.
 SANDBOX_CALL_FLOOR_CPU_S = 10.0
 # CPU seconds a notebook cell may use at autograde when the course did not measure its
-# cells (`python -m graders course` measures: five times the slowest reference cell, at
+# cells (`python -m circuitlab_graders course` measures: five times the slowest reference cell, at
 # least MIN_CELL_TIMEOUT_S).
 CELL_TIMEOUT_S = 120.0
 MIN_CELL_TIMEOUT_S = 30

@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from circuitlab.loading import load_model, weights_cached
-from graders.guard.weights import Weights
+from circuitlab_graders.guard.weights import Weights
 
 GRADING_MODELS = ("gelu-2l", "gpt2-small")
 

@@ -1,9 +1,9 @@
 """nbgrader's classroom flow with the sandboxed grader in the place of its kernel.
 
-The course's nbgrader_config.py (written by `python -m graders course`) replaces
+The course's nbgrader_config.py (written by `python -m circuitlab_graders course`) replaces
 nbgrader's Execute preprocessor with `SandboxExecute`, so every way of autograding this
 course is the secure one: plain `nbgrader autograde ASSIGNMENT` grades the submissions
-one after another, and `python -m graders autograde ASSIGNMENT` (graders.whole_class)
+one after another, and `python -m circuitlab_graders autograde ASSIGNMENT` (graders.whole_class)
 grades them all in parallel (or on a Dask cluster) first and then lets nbgrader record
 them. Either way nbgrader itself sanitises the submission (restoring the locked test
 cells from the source), and its SaveAutoGrades writes the scores into the gradebook;
@@ -21,8 +21,8 @@ import nbformat
 from nbconvert.preprocessors import Preprocessor
 
 from circuitlab.saved_results import CHECK_CALL
-from graders.notebooks import is_test_cell
-from graders.results import Result
+from circuitlab_graders.notebooks import is_test_cell
+from circuitlab_graders.results import Result
 
 # Results graded before nbgrader runs (graders.whole_class): (student, notebook) -> {exercise: Result}.
 PRECOMPUTED: dict[tuple[str, str], dict[str, Result]] = {}
@@ -41,7 +41,7 @@ class SandboxExecute(Preprocessor):
         root = Path(self.config.CourseDirectory.get("root", os.getcwd()))
         results = PRECOMPUTED.pop((student, notebook), None)
         if results is None:
-            from graders.autograde import warm_autograder
+            from circuitlab_graders.autograde import warm_autograder
 
             grader = warm_autograder(root, info.get("assignment"))
             results = grader.grade_notebooks([nb])[0]

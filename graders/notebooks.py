@@ -22,7 +22,7 @@ from nbclient import NotebookClient
 from circuitlab.course_files import ChaptersNotFound, chapter_sources
 from circuitlab.progress import PROGRESS_ENV
 from circuitlab.saved_results import CHECK_CALL, checked_exercises  # noqa: F401 (CHECK_CALL: graders.classroom)
-from graders import RESULTS_ENV, limits
+from circuitlab_graders import RESULTS_ENV, limits
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,8 +45,8 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
 
 
 def solutions_module(chapter: Path):
-    """`chapters/01_residual_patching.*` -> the module `solutions.ch01_residual_patching`."""
-    return importlib.import_module(f"solutions.ch{chapter.stem}")
+    """`chapters/01_residual_patching.*` -> the module `circuitlab_solutions.ch01_residual_patching`."""
+    return importlib.import_module(f"circuitlab_solutions.ch{chapter.stem}")
 
 
 def is_test_cell(cell) -> bool:

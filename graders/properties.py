@@ -11,7 +11,7 @@ import torch
 
 
 def single_token(model, text: Any) -> Optional[str]:
-    from graders.token_diagnoses import not_one_token  # names a token-string mistake where one explains it
+    from circuitlab_graders.token_diagnoses import not_one_token  # names a token-string mistake where one explains it
 
     if type(text) is not str:
         return " ".join(filter(None, (f"returned {type(text).__name__}, expected a str.", not_one_token(model, text))))

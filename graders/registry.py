@@ -7,15 +7,15 @@ import importlib
 import pkgutil
 import re
 
-import graders
-from graders.declare import Exercise
+import circuitlab_graders as graders
+from circuitlab_graders.declare import Exercise
 
 CHAPTER_MODULE = re.compile(r"ch\d\d_\w+$")
 
 
 def chapter_modules() -> list:
     names = sorted(m.name for m in pkgutil.iter_modules(graders.__path__) if CHAPTER_MODULE.match(m.name))
-    return [importlib.import_module(f"graders.{name}") for name in names]
+    return [importlib.import_module(f"circuitlab_graders.{name}") for name in names]
 
 
 def _collect() -> dict[str, Exercise]:

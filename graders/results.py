@@ -43,7 +43,7 @@ class Result:
     def _image(self) -> Optional[str]:
         if self.difference is None:
             return None
-        from graders.heatmap import difference_png
+        from circuitlab_graders.heatmap import difference_png
 
         label, diff = self.difference
         return difference_png(diff, f"your answer − reference ({label})")

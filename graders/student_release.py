@@ -1,6 +1,6 @@
 """The student distribution: the course without its answers.
 
-    python -m graders student-release OUTDIR [--wheel]
+    python -m circuitlab_graders student-release OUTDIR [--wheel]
 
 writes OUTDIR as a source tree of the `circuitlab` package (pyproject, README, circuitlab/,
 graders/, chapters/) without `solutions/`, where the references and the known mistakes live,
@@ -76,8 +76,9 @@ def student_pyproject(pyproject: str) -> tuple[str, str]:
     pyproject = re.sub(r'^version = ".*"$', f'version = "{version}"', pyproject, count=1, flags=re.MULTILINE)
     pyproject = re.sub(r'^(description = ".*)"$', r'\1 (student release: public checks, no references)"',
                        pyproject, count=1, flags=re.MULTILINE)
-    for package in ("solutions", "solutions.mistakes", "circuitlab.sweeps", "circuitlab.explore"):
+    for package in ("circuitlab_solutions", "circuitlab_solutions.mistakes", "circuitlab.sweeps", "circuitlab.explore"):
         pyproject = pyproject.replace(f' "{package}",', "").replace(f'"{package}", ', "")
+    pyproject = pyproject.replace('"circuitlab_solutions" = "circuitlab_solutions"\n', "")  # no folder to map
     return re.sub(r"\n[ \t]+\n", "\n", pyproject), version  # a line left empty
 
 

@@ -3,8 +3,8 @@ every mode: a leading space stripped (' should' -> 'should'), the BOS token incl
 ('<|endoftext|> Turing'), a token id where a string belongs, and answer tokens that are
 all BOS because `tokenizer.encode(' Hart')[0]` is the BOS token in TransformerLens 4.
 
-Three places use them: `graders.diagnoses` (full and hidden mode: the learner's strings
-against the reference's), `graders.properties.single_token` (public mode: a returned
+Three places use them: `circuitlab_graders.diagnoses` (full and hidden mode: the learner's strings
+against the reference's), `circuitlab_graders.properties.single_token` (public mode: a returned
 string that is not one token) and the engine's public verdict (answers that are all zero
 where the call took answer tokens). Each needs only the model's tokenizer.
 """

@@ -1,4 +1,4 @@
-"""Grading a whole class at once: `python -m graders autograde ASSIGNMENT`.
+"""Grading a whole class at once: `python -m circuitlab_graders autograde ASSIGNMENT`.
 
 Every submission is graded in sandboxes, in parallel (or on a Dask cluster), first; then
 nbgrader's own autograde records each one (gradebook, autograded notebooks), with
@@ -14,9 +14,9 @@ from typing import Callable, Optional, Sequence
 
 import nbformat
 
-from graders.course_secrets import CourseSecrets
-from graders.nbgrader_plugin import PRECOMPUTED
-from graders.results import Result
+from circuitlab_graders.course_secrets import CourseSecrets
+from circuitlab_graders.nbgrader_plugin import PRECOMPUTED
+from circuitlab_graders.results import Result
 
 
 def submissions(root: Path, assignment: str, students: Sequence[str] = ()) -> dict[str, Path]:
@@ -47,7 +47,7 @@ def autograde_class(root: Path, assignment: str, students: Sequence[str] = (), w
     if not found:
         raise FileNotFoundError(f"no submissions of {assignment} under {root / 'submitted'}")
     secrets = CourseSecrets.read(root)
-    from graders.autograde import Autograder
+    from circuitlab_graders.autograde import Autograder
 
     log(f"preparing {assignment}: {', '.join(secrets.exercises(assignment))} on hidden cases ...")
     start = time.perf_counter()

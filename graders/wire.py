@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from graders.inputs import MODEL, Cache, Hook
+from circuitlab_graders.inputs import MODEL, Cache, Hook
 
 HEADER = struct.Struct("!Q")
 MAX_JSON = 64 * 1024 * 1024

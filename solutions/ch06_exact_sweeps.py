@@ -15,7 +15,7 @@ from torch import Tensor
 
 from circuitlab.answer_logits import final_logit_diffs
 from circuitlab.sweeps import head_sweep, residual_sweep
-from solutions.ch06_dataset_patching import normalised_patching_metric
+from circuitlab_solutions.ch06_dataset_patching import normalised_patching_metric
 
 DIRECTIONS = ("noising", "denoising")
 COMPONENTS = ("q", "k", "v", "pattern")

@@ -31,14 +31,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def gelu_twin():
-    from graders.models import grading_model
+    from circuitlab_graders.models import grading_model
 
     return grading_model("gelu-2l").model
 
 
 @pytest.fixture(scope="session")
 def gpt2_twin():
-    from graders.models import grading_model
+    from circuitlab_graders.models import grading_model
 
     return grading_model("gpt2-small").model
 
@@ -46,7 +46,7 @@ def gpt2_twin():
 @pytest.fixture(scope="session")
 def executed_chapter():
     """Run a chapter with the references filled in, once per session (several tests read it)."""
-    from graders.notebooks import execute, fill_with_solutions, read_notebook
+    from circuitlab_graders.notebooks import execute, fill_with_solutions, read_notebook
 
     runs = {}
 

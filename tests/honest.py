@@ -27,4 +27,4 @@ def honest_copy(module: str, name: str) -> Callable:
 
 def readable_reference(exercise) -> Callable:
     """The honest copy of the reference a learner reads in solutions/ for `exercise`."""
-    return honest_copy(f"solutions.ch{exercise.chapter}", exercise.name)
+    return honest_copy(f"circuitlab_solutions.ch{exercise.chapter}", exercise.name)

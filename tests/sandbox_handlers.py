@@ -44,9 +44,9 @@ def preload_corrupt_results() -> None:
     """Simulate a subverted zygote: its RESULT frames claim a terabyte of payload."""
     import sys
 
-    from graders.sandbox import frames
+    from circuitlab_graders.sandbox import frames
 
-    zygote = sys.modules["__main__"]  # the zygote runs as `python -m graders.sandbox.zygote`
+    zygote = sys.modules["__main__"]  # the zygote runs as `python -m circuitlab_graders.sandbox.zygote`
     honest = zygote.send
 
     def send(fd: int, kind: int, payload: bytes = b"") -> None:

@@ -8,9 +8,9 @@ from typing import Mapping, Sequence
 
 import nbformat
 
-from graders.classroom import reference_body
-from graders.notebooks import defined_function
-from graders.registry import EXERCISES
+from circuitlab_graders.classroom import reference_body
+from circuitlab_graders.notebooks import defined_function
+from circuitlab_graders.registry import EXERCISES
 
 HANG = "while True:\n    pass"
 CRASH = "import os\nos._exit(1)"

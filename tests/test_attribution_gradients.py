@@ -15,11 +15,11 @@ import pytest
 import torch
 from transformer_lens import ActivationCache
 
-import graders
+import circuitlab_graders as graders
 from circuitlab import load_model
 from circuitlab.prompts import CORRUPTIONS, PatchingCase, random_case, short_case
-from graders.registry import EXERCISES
-from solutions import ch05_attribution_patching as ref
+from circuitlab_graders.registry import EXERCISES
+from circuitlab_solutions import ch05_attribution_patching as ref
 from tests.honest import readable_reference
 from tests.native_twin import native_gelu_2l
 

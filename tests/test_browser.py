@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from graders.html import notebook_html
-from graders.notebooks import chapter_paths
+from circuitlab_graders.html import notebook_html
+from circuitlab_graders.notebooks import chapter_paths
 from tests.browser import chromium, rendered_dom, screenshot
 
 BUILD = Path(__file__).resolve().parent.parent / "build"

@@ -23,7 +23,7 @@ from transformer_lens.utilities import composition_scores
 
 from circuitlab import load_model
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS, TEMPLATES, name_batch
-from solutions import ch04_confirming_the_circuit as ref
+from circuitlab_solutions import ch04_confirming_the_circuit as ref
 from tests.native_twin import native_gelu_2l
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from graders.engine import Grader
-from graders.hints import Attempts
-from graders.registry import EXERCISES
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.hints import Attempts
+from circuitlab_graders.registry import EXERCISES
 
 # exercise -> (description of one known mistake, the property it must break first)
 WRONG = {

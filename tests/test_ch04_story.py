@@ -9,7 +9,7 @@ import torch
 from circuitlab import load_model
 from circuitlab.composition import composition_baseline
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS, name_batch
-from solutions import ch04_confirming_the_circuit as ref
+from circuitlab_solutions import ch04_confirming_the_circuit as ref
 
 PREVIOUS, COPIER, HELPER = (0, 0), (1, 1), (1, 3)
 INDUCTION_ON_RANDOM_TOKENS = {0, 1, 3}  # layer-1 heads 1.0, 1.1, 1.3 (chapter 3, the model card)

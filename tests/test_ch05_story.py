@@ -19,7 +19,7 @@ from circuitlab import load_model
 from circuitlab.estimate_plots import correlation
 from circuitlab.prompts import CLEAN_PROMPT, CORRUPTIONS, PatchingCase
 from circuitlab.sweeps import one_pair as fast
-from solutions import ch05_attribution_patching as ref
+from circuitlab_solutions import ch05_attribution_patching as ref
 from training import corpus
 
 SWEEPS = {  # name: (exact, estimate)

@@ -14,8 +14,8 @@ import torch
 from transformer_lens import patching
 
 from circuitlab import load_model
-from solutions import ch06_dataset_patching as ref
-from solutions import ch06_exact_sweeps as exact
+from circuitlab_solutions import ch06_dataset_patching as ref
+from circuitlab_solutions import ch06_exact_sweeps as exact
 
 TEMPLATE = "Her friend was {first} {last}. At lunch time {again}"
 PEOPLE = [("Emma", "Wilson"), ("John", "Taylor"), ("Mary", "Clark"), ("David", "Walker"), ("Anna", "Hall")]

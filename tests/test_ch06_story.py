@@ -14,8 +14,8 @@ import torch
 from circuitlab import datasets, load_model
 from circuitlab.sweeps.one_pair import residual_patching_sweep
 from circuitlab.prompts import CORRUPTIONS
-from solutions import ch06_dataset_patching as ref
-from solutions import ch06_exact_sweeps as exact
+from circuitlab_solutions import ch06_dataset_patching as ref
+from circuitlab_solutions import ch06_exact_sweeps as exact
 from training import corpus
 
 SURNAME, FIRST, FINAL = 5, 4, 10  # positions in the chapter's prompts

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from graders.notebooks import read_notebook, select_chapters
+from circuitlab_graders.notebooks import read_notebook, select_chapters
 from tests.submissions import CRASH, HANG, with_answers
 
 CH00 = ["next_token_prediction", "top_tokens_by_unembed_bias", "logit_diff"]
@@ -57,7 +57,7 @@ def answer_server():
 
 @pytest.fixture(scope="module")
 def autograder(course_root):
-    from graders.autograde import Autograder
+    from circuitlab_graders.autograde import Autograder
 
     with Autograder(CH00, {name: [101, 202] for name in CH00}, hide=[course_root], workers=2,
                     cell_timeout=20) as grader:
@@ -72,7 +72,7 @@ def cheats(course_root: Path, port: int) -> dict[str, tuple[dict, list[str], dic
     """name -> (answers, top-level cells, the score each exercise must get)."""
     root = str(course_root)
     read_reference = (
-        "import pathlib, graders\n"
+        "import pathlib, circuitlab_graders as graders\n"
         "for base in map(pathlib.Path, list(graders.__path__) + [__import__('circuitlab').__file__]):\n"
         "    for path in [base.parent / 'solutions' / 'ch00_setup.py', base.parent.parent / 'solutions' / 'ch00_setup.py']:\n"
         "        if path.exists():\n"
@@ -81,7 +81,7 @@ def cheats(course_root: Path, port: int) -> dict[str, tuple[dict, list[str], dic
                  "    def __ne__(self, other):\n        return False\n")
     forge = (
         "import inspect, os\n"
-        "from graders.worker import preload, reports\n"
+        "from circuitlab_graders.worker import preload, reports\n"
         "fd = next(f.frame.f_locals['fd'] for f in inspect.stack() if 'fd' in f.frame.f_locals)\n"
         "for e in preload.PLAN.exercises:\n"
         "    reports.send(fd, {'report': 'answers', 'name': e.name, 'printed': None, 'calls': {\n"
@@ -100,9 +100,9 @@ def cheats(course_root: Path, port: int) -> dict[str, tuple[dict, list[str], dic
         "the alarm ignored in an endless loop": (
             {**HONEST, "logit_diff": "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass"},
             [], {**ALL_ONE, "logit_diff": 0}),
-        "import the solutions at top level": (STUBS, ["from solutions.ch00_setup import *"], ALL_ZERO),
+        "import the solutions at top level": (STUBS, ["from circuitlab_solutions.ch00_setup import *"], ALL_ZERO),
         "import the solutions in the function": (
-            {name: f"from solutions.ch00_setup import {name} as answer\nreturn answer(**locals())" for name in CH00},
+            {name: f"from circuitlab_solutions.ch00_setup import {name} as answer\nreturn answer(**locals())" for name in CH00},
             [], ALL_ZERO),
         "exec the reference's source from disk": (STUBS, [read_reference], ALL_ZERO),
         "read the instructor's source notebook": (
@@ -115,7 +115,7 @@ def cheats(course_root: Path, port: int) -> dict[str, tuple[dict, list[str], dic
         "fetch the answers over the network": (
             STUBS, [f"import urllib.request\nexec(urllib.request.urlopen('http://127.0.0.1:{port}/').read())"], ALL_ZERO),
         "rebind the grader": (
-            STUBS, ["import graders.autograde, graders.engine\ngraders.engine.Grader.verdict = lambda *a, **k: None"],
+            STUBS, ["import circuitlab_graders.autograde, circuitlab_graders.engine\ncircuitlab_graders.engine.Grader.verdict = lambda *a, **k: None"],
             ALL_ZERO),
         "find the references through gc": (
             STUBS, ["import gc\nfound = [o for o in gc.get_objects() if type(o).__name__ in ('Grader', 'Check', 'Exercise')]\n"
@@ -178,10 +178,10 @@ def attempt(label, action):
         tried.append(label + ": REACHED")
     except BaseException as err:
         tried.append(label + ": " + type(err).__name__)
-attempt("import solutions", lambda: importlib.import_module("solutions.ch00_setup"))
-attempt("import graders.engine", lambda: importlib.import_module("graders.engine"))
+attempt("import solutions", lambda: importlib.import_module("circuitlab_solutions.ch00_setup"))
+attempt("import graders.engine", lambda: importlib.import_module("circuitlab_graders.engine"))
 attempt("import circuitlab.sweeps", lambda: importlib.import_module("circuitlab.sweeps").residual_sweep)
-import graders.worker, circuitlab
+import circuitlab_graders.worker, circuitlab
 repo = pathlib.Path(circuitlab.__file__).resolve().parent.parent
 attempt("read solutions/ch00_setup.py", lambda: (repo / "solutions" / "ch00_setup.py").read_text())
 attempt("read graders/ch00_setup.py", lambda: (repo / "graders" / "ch00_setup.py").read_text())
@@ -216,7 +216,7 @@ attempt("read torch", lambda: pathlib.Path(__import__("torch").__file__).read_te
 
 def test_the_plan_holds_inputs_and_limits_only(autograder):
     """What the sandbox can read about the hidden cases: their inputs, never an answer."""
-    from graders.worker.plan import Plan
+    from circuitlab_graders.worker.plan import Plan
 
     plan = Plan.loads(autograder._plan.dumps())
     assert [e.name for e in plan.exercises] == CH00

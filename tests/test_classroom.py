@@ -1,6 +1,6 @@
 """Classroom mode end to end, with nbgrader's own CLI and an sqlite gradebook in a temp dir:
 build the course (chapter 0; the build grades the references in the sandbox first),
-generate the release, autograde a class with `python -m graders autograde` and one more
+generate the release, autograde a class with `python -m circuitlab_graders autograde` and one more
 submission with plain `nbgrader autograde`, read the scores the way formgrader does,
 generate feedback. Also: the release holds no reference code and no seeds, and the
 public checks run without the `solutions` package."""
@@ -21,10 +21,10 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-import graders
-from graders.classroom import build, reference_body
-from graders.notebooks import REPO
-from graders.registry import EXERCISES
+import circuitlab_graders as graders
+from circuitlab_graders.classroom import build, reference_body
+from circuitlab_graders.notebooks import REPO
+from circuitlab_graders.registry import EXERCISES
 from tests.submissions import CRASH, HANG, with_answers
 
 ASSIGNMENT = "00_setup"
@@ -117,13 +117,13 @@ def test_a_class_is_autograded_in_sandboxes(course):
         "half_correct": ({first: "ref", third: "ref"}, []),
         # An endless loop and a dead Python process cost their own exercises only.
         "hang_and_crash": ({first: HANG, second: CRASH, third: "ref"}, []),
-        "cheater": ({}, [CHEAT, "from solutions.ch00_setup import *"]),
+        "cheater": ({}, [CHEAT, "from circuitlab_solutions.ch00_setup import *"]),
     }
     for student, (answers, top) in submissions.items():
         folder = root / "submitted" / student / ASSIGNMENT
         folder.mkdir(parents=True)
         nbformat.write(with_answers(release, answers, top), folder / NOTEBOOK)
-    out = _run(root, "graders", "autograde", ASSIGNMENT, "--workers", "2")
+    out = _run(root, "circuitlab_graders", "autograde", ASSIGNMENT, "--workers", "2")
     assert "all_correct              3/3" in out.stdout
     _run(root, "nbgrader", "generate_feedback", ASSIGNMENT)
 
@@ -198,10 +198,10 @@ def test_public_checks_run_without_solutions():
         functions[name] = inspect.getsource(EXERCISES[name].reference_fn())
     script = f"""
 import sys, json
-sys.modules["solutions"] = None  # import solutions -> ImportError, as in a student release
+sys.modules["circuitlab_solutions"] = None  # import solutions -> ImportError, as in a student release
 import torch
 from torch import Tensor
-import graders
+import circuitlab_graders as graders
 assert graders.public_mode()
 out = {{}}
 sources = json.loads({json.dumps(json.dumps(functions))})
@@ -215,7 +215,7 @@ def logit_diff(logits, correct_token, wrong_token):
     return logits[0, -1, wrong_token] - logits[0, -1, correct_token]
 wrong = graders.check(logit_diff)
 out["wrong_way_round"] = [wrong.passed, wrong.feedback]
-assert "solutions" not in sys.modules or sys.modules["solutions"] is None
+assert "circuitlab_solutions" not in sys.modules or sys.modules["circuitlab_solutions"] is None
 print("RESULT" + json.dumps(out))
 """
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -234,7 +234,7 @@ print("RESULT" + json.dumps(out))
 def test_every_exercise_has_public_properties(gelu_twin):
     """A student release checks each exercise with its declared properties; one without
     them would only be graded at submission."""
-    from graders.models import GradingModel
+    from circuitlab_graders.models import GradingModel
 
     gm = GradingModel("gelu-2l", gelu_twin, "gelu-2l")
     assert {name: bool(ex.properties(gm)) for name, ex in EXERCISES.items()} == {name: True for name in EXERCISES}

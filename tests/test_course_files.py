@@ -15,8 +15,8 @@ import pytest
 from circuitlab import cli, course_files
 from circuitlab.course_files import ChaptersNotFound, chapter_files, chapters_dir, copy_chapters, learner_copy
 from circuitlab.saved_results import RESULT_MIME, checked_exercises, progress
-from graders import __main__ as graders_cli
-from graders.notebooks import chapter_paths, exercise_names, read_notebook
+from circuitlab_graders import __main__ as graders_cli
+from circuitlab_graders.notebooks import chapter_paths, exercise_names, read_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,18 +59,23 @@ def test_no_chapters_says_where_it_looked_and_what_to_run(tmp_path, monkeypatch)
 
 
 def test_pyproject_lists_every_directory_the_wheel_needs():
-    """pyproject names its packages one by one (chapters/ is mapped into circuitlab): a new
-    subpackage or data directory left off the list would be missing from the wheel."""
+    """pyproject names its packages one by one (chapters/, graders/ and solutions/ are mapped
+    to their installed names): a new subpackage or data directory left off the list would be
+    missing from the wheel."""
     import tomllib
 
-    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    installed_as = {folder: name for name, folder in setuptools["package-dir"].items()}
+    assert installed_as == {"chapters": "circuitlab.chapters", "circuitlab_graders": "circuitlab_graders",
+                            "circuitlab_solutions": "circuitlab_solutions"}
     with_files = {
-        ".".join(path.parent.relative_to(REPO).parts)
+        ".".join((installed_as.get(path.relative_to(REPO).parts[0], path.relative_to(REPO).parts[0]),
+                  *path.parent.relative_to(REPO).parts[1:]))
         for top in ("circuitlab", "graders", "solutions") for path in (REPO / top).rglob("*")
         if path.is_file()
         and not any(part == "__pycache__" or part.startswith(".") for part in path.relative_to(REPO).parts)
     }
-    assert listed == with_files | {"circuitlab.chapters"}
+    assert set(setuptools["packages"]) == with_files | {"circuitlab.chapters"}
 
 
 # ---------------------------------------------------------------- nothing to grade is never a success
@@ -205,7 +210,7 @@ def test_progress_tells_an_untouched_stub_from_a_wrong_answer(tmp_path, capsys):
 
 
 def test_the_stubs_check_result_is_saved_as_not_implemented():
-    from graders.results import not_implemented
+    from circuitlab_graders.results import not_implemented
 
     assert not not_implemented("logit_diff").implemented
 
@@ -227,8 +232,8 @@ def test_check_shows_a_machine_readable_result_next_to_the_html():
         "import json\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "from IPython.utils.capture import capture_output\n"
-        "from graders import _show\n"
-        "from graders import Result\n"
+        "from circuitlab_graders import _show\n"
+        "from circuitlab_graders import Result\n"
         "InteractiveShell.instance()\n"
         "with capture_output() as cap:\n"
         "    _show(Result('logit_diff', False, 0.25, 'off by one'))\n"

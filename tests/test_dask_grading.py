@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from graders.notebooks import read_notebook, select_chapters
+from circuitlab_graders.notebooks import read_notebook, select_chapters
 from tests.submissions import CRASH, with_answers
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
@@ -22,7 +22,7 @@ def cluster():
 
 
 def test_a_class_on_a_local_dask_cluster(cluster, tmp_path):
-    from graders.autograde import Autograder
+    from circuitlab_graders.autograde import Autograder
 
     chapter = read_notebook(select_chapters(("00",))[0])
     honest = {name: "ref" for name in CH00}
@@ -41,5 +41,5 @@ def test_a_class_on_a_local_dask_cluster(cluster, tmp_path):
     from distributed import Client
 
     with Client(cluster) as client:
-        sandboxes = client.run(lambda: len(__import__("graders.autograde").autograde._DASK_SANDBOX))
+        sandboxes = client.run(lambda: len(__import__("circuitlab_graders.autograde").autograde._DASK_SANDBOX))
     assert sorted(sandboxes.values()) == [1, 1]

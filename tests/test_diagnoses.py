@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from graders.compare import close_tensor
-from graders.declare import Case, Exercise
-from graders.engine import Grader
-from graders.hints import Attempts
-from graders.models import GradingModel, grading_model
-from graders.registry import EXERCISES
+from circuitlab_graders.compare import close_tensor
+from circuitlab_graders.declare import Case, Exercise
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.hints import Attempts
+from circuitlab_graders.models import GradingModel, grading_model
+from circuitlab_graders.registry import EXERCISES
 from tests.native_twin import native_gelu_2l
 
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-import graders
-from graders.notebooks import chapter_paths, defined_function, read_notebook
-from graders.registry import EXERCISES
+import circuitlab_graders as graders
+from circuitlab_graders.notebooks import chapter_paths, defined_function, read_notebook
+from circuitlab_graders.registry import EXERCISES
 
 NAMES = sorted(EXERCISES)
 

@@ -12,17 +12,17 @@ import time
 
 import pytest
 
-import graders
-from graders.engine import Grader
-from graders.hints import Attempts
-from graders.models import grading_model
-from graders.registry import EXERCISES
+import circuitlab_graders as graders
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.hints import Attempts
+from circuitlab_graders.models import grading_model
+from circuitlab_graders.registry import EXERCISES
 from tests.honest import readable_reference
 
 
 @pytest.fixture
 def gelu(monkeypatch):
-    """graders' own grader, on gelu-2l alone, for this test only."""
+    """circuitlab_graders' own grader, on gelu-2l alone, for this test only."""
     grader = Grader([grading_model("gelu-2l")], attempts=Attempts())
     monkeypatch.setattr(graders, "_GRADER", grader)
     monkeypatch.setattr(graders, "_PREPARING", None)
@@ -76,7 +76,7 @@ def test_in_a_notebook_the_status_line_is_replaced_by_the_result():
         "import json\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "from IPython.utils.capture import capture_output\n"
-        "import graders, solutions.ch00_setup as course\n"
+        "import circuitlab_graders as graders, circuitlab_solutions.ch00_setup as course\n"
         "InteractiveShell.instance()\n"
         "with capture_output() as cap:\n"
         "    graders.check(course.logit_diff)\n"  # the course's own code: a verdict without grading

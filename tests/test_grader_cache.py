@@ -7,10 +7,10 @@ from collections import Counter
 
 import torch
 
-from graders.compare import same_value
-from graders.declare import Case, Exercise, Mistake
-from graders.engine import Grader
-from graders.models import GradingModel
+from circuitlab_graders.compare import same_value
+from circuitlab_graders.declare import Case, Exercise, Mistake
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.models import GradingModel
 
 
 class _NoHooks(torch.nn.Module):

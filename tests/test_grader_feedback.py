@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import graders
+import circuitlab_graders as graders
 
 
 def test_crash_is_reported_at_the_learners_line():
@@ -45,7 +45,7 @@ def test_partial_credit_is_the_share_of_cases_passed():
 
 
 def test_grade_on_a_single_given_model(gelu_twin):
-    from solutions.ch00_setup import logit_diff
+    from circuitlab_solutions.ch00_setup import logit_diff
 
     result = graders.grade("logit_diff", logit_diff, model=gelu_twin)
     assert result.passed
@@ -67,7 +67,7 @@ def test_unknown_exercise_lists_the_known_ones():
 def test_check_records_for_the_cli(tmp_path, monkeypatch, capsys):
     import inspect
 
-    from solutions import ch00_setup
+    from circuitlab_solutions import ch00_setup
 
     # Defined the way a notebook cell defines it (check() refuses the course's own function object).
     namespace: dict = {}
@@ -82,9 +82,9 @@ def test_check_records_for_the_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_a_new_mistake_starts_its_own_hint_ladder():
-    from graders.engine import Grader
-    from graders.hints import Attempts
-    from graders.registry import exercise
+    from circuitlab_graders.engine import Grader
+    from circuitlab_graders.hints import Attempts
+    from circuitlab_graders.registry import exercise
 
     grader = Grader(graders._GRADER.models, attempts=Attempts())  # the shared models, a session of its own
     declared = exercise("logit_diff")
@@ -106,7 +106,7 @@ def test_a_new_mistake_starts_its_own_hint_ladder():
 
 
 def test_attempts_count_per_mistake_and_a_pass_resets_them():
-    from graders.hints import Attempts
+    from circuitlab_graders.hints import Attempts
 
     attempts = Attempts()
     assert [attempts.record("a", False, "m1"), attempts.record("a", False, "m1"), attempts.record("a", False, "m2"),

@@ -13,13 +13,13 @@ import pytest
 import circuitlab
 import circuitlab.plotting
 import circuitlab.sweeps.exact
-import graders
+import circuitlab_graders as graders
 from circuitlab.sweeps import residual_sweep
-from graders.engine import Grader
-from graders.hints import Attempts
-from graders.models import grading_model
-from graders.notebooks import REPO
-from graders.registry import EXERCISES
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.hints import Attempts
+from circuitlab_graders.models import grading_model
+from circuitlab_graders.notebooks import REPO
+from circuitlab_graders.registry import EXERCISES
 from tests import tutorial_loops
 from tests.honest import honest_copy, readable_reference
 
@@ -88,7 +88,7 @@ def test_damage_through_data_then_an_honest_check(mode):
     exercise = EXERCISES["top_tokens_by_unembed_bias"]
     hostile = grader.grade(exercise, _zeroes_the_unembedding, mode)
     assert not hostile.passed and "changed the model's weights" in hostile.feedback
-    honest = grader.grade(exercise, honest_copy("solutions.ch00_setup", "top_tokens_by_unembed_bias"), mode)
+    honest = grader.grade(exercise, honest_copy("circuitlab_solutions.ch00_setup", "top_tokens_by_unembed_bias"), mode)
     assert honest.passed and honest.score == 1.0, honest.feedback
     for gm in grader.models:
         assert gm.model.b_U.abs().sum() > 0 and gm.model.W_U.abs().sum() > 0
@@ -114,10 +114,10 @@ def test_graders_grade_works_without_solutions():
     checks through the same engine, guard included."""
     script = """
 import sys
-sys.modules["solutions"] = None  # import solutions -> ImportError
+sys.modules["circuitlab_solutions"] = None  # import solutions -> ImportError
 import torch
-import graders
-from graders.registry import EXERCISES
+import circuitlab_graders as graders
+from circuitlab_graders.registry import EXERCISES
 def logit_diff(logits, correct_token, wrong_token):
     return logits[0, -1, correct_token] - logits[0, -1, wrong_token]
 right = graders.grade("logit_diff", logit_diff)
@@ -234,7 +234,7 @@ def test_detection_holds_through_a_symlinked_checkout(tmp_path):
 import sys
 sys.path.insert(0, {str(link)!r})
 import importlib, torch
-import graders
+import circuitlab_graders as graders
 assert graders.__file__.startswith({str(link)!r}), graders.__file__
 def logit_diff(logits, correct_token, wrong_token):
     module = importlib.import_module("".join(["solu", "tions.ch00_setup"]))
@@ -277,7 +277,7 @@ def test_hooks_transformers_adds_lazily_are_neither_named_nor_removed():
     hooks attached to blocks.0._original_component, ..." and the grader removed the hooks,
     breaking that capture for every later run."""
     from circuitlab import load_model
-    from graders.models import GradingModel
+    from circuitlab_graders.models import GradingModel
 
     model = load_model("gelu-2l", weights="random")  # fresh: no run has hooked it yet
     exercise = EXERCISES["attribution_patching_resid"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from solutions.ch03_attention_patterns import duplicate_token_score, induction_score, previous_token_score
+from circuitlab_solutions.ch03_attention_patterns import duplicate_token_score, induction_score, previous_token_score
 
 N = 6
 

@@ -11,14 +11,14 @@ import time
 import pytest
 import torch
 
-import graders
-import solutions.ch00_setup as reference_module
-from graders.declare import Cache, Case, Exercise
-from graders.engine import Grader
-from graders.guard import walk_tensors
-from graders.hints import Attempts
-from graders.models import grading_model
-from graders.registry import EXERCISES
+import circuitlab_graders as graders
+import circuitlab_solutions.ch00_setup as reference_module
+from circuitlab_graders.declare import Cache, Case, Exercise
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.guard import walk_tensors
+from circuitlab_graders.hints import Attempts
+from circuitlab_graders.models import grading_model
+from circuitlab_graders.registry import EXERCISES
 
 # ------------------------------------------------------------------ the state that must survive
 
@@ -264,7 +264,7 @@ def _cache_exercise() -> Exercise:
     def reference(clean_cache, corrupt_cache, name):
         return (clean_cache[name] - corrupt_cache[name]).norm()
 
-    from graders.compare import close_tensor
+    from circuitlab_graders.compare import close_tensor
 
     return Exercise("cache_gap", "01_residual_patching", "One patch by hand", "", cases, close_tensor(),
                     reference=reference)
@@ -368,7 +368,7 @@ def test_printing_flood_is_hidden_and_summarised(grader, capsys):
 
 def test_importing_the_solution_scores_zero(grader):
     def logit_diff(logits, correct_token, wrong_token):
-        from solutions.ch00_setup import logit_diff as answer
+        from circuitlab_solutions.ch00_setup import logit_diff as answer
 
         return answer(logits, correct_token, wrong_token)
 
@@ -378,11 +378,11 @@ def test_importing_the_solution_scores_zero(grader):
 
 
 def test_calling_chapter_5s_reference_through_solutions_scores_zero(grader):
-    """solutions.ch05 re-exports the estimates from circuitlab.sweeps.attribution (the
+    """circuitlab_solutions.ch05 re-exports the estimates from circuitlab.sweeps.attribution (the
     explorer uses them): reaching them through solutions/ is still reading the answer."""
 
     def attribution_patching_heads(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer):
-        from solutions.ch05_attribution_patching import attribution_patching_heads as answer
+        from circuitlab_solutions.ch05_attribution_patching import attribution_patching_heads as answer
 
         return answer(model, clean_prompt, corrupt_prompt, clean_answer, corrupt_answer)
 
@@ -400,7 +400,7 @@ def test_using_an_imported_solutions_module_scores_zero(grader):
 
 def test_reading_the_graders_registry_scores_zero(grader):
     def logit_diff(logits, correct_token, wrong_token):
-        import graders.registry
+        import circuitlab_graders.registry
 
         return graders.registry.EXERCISES["logit_diff"].reference_fn()(logits, correct_token, wrong_token)
 
@@ -420,7 +420,7 @@ def test_hidden_import_of_the_solution_is_caught_when_it_runs(grader):
 def test_checking_the_reference_itself_scores_zero(capsys):
     result = graders.check(reference_module.logit_diff)
     assert not result.passed and result.score == 0.0
-    assert "is the course's own code (from solutions.ch00_setup)" in result.feedback
+    assert "is the course's own code (from circuitlab_solutions.ch00_setup)" in result.feedback
 
 
 # ------------------------------------------------------------------ hints and partial credit
@@ -445,7 +445,7 @@ def test_sweep_credit_is_the_share_of_matching_cells_with_a_heatmap(grader):
     def cases(gm, rng):
         return [Case("3 x 4", {"table": table})]
 
-    from graders.compare import close_tensor
+    from circuitlab_graders.compare import close_tensor
 
     exercise = Exercise("doubled", "01_residual_patching", "The layer × position sweep", "", cases, close_tensor(),
                         reference=lambda table: table * 2)

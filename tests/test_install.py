@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pytest
 
-from graders.notebooks import chapter_paths, exercise_names, read_notebook
+from circuitlab_graders.notebooks import chapter_paths, exercise_names, read_notebook
 
 pytestmark = pytest.mark.install
 REPO = Path(__file__).resolve().parents[1]
@@ -101,9 +101,9 @@ def test_the_wheel_and_the_sdist_carry_the_course(installed):
 CHAPTER_0 = """
 from pathlib import Path
 import nbformat
-import graders
-from graders.html import notebook_html
-from graders.notebooks import execute, fill_with_solutions, scorecard
+import circuitlab_graders as graders
+from circuitlab_graders.html import notebook_html
+from circuitlab_graders.notebooks import execute, fill_with_solutions, scorecard
 
 path = Path("00_setup.ipynb")
 run = execute(fill_with_solutions(nbformat.read(path, as_version=4), path), workdir=Path.cwd(), allow_errors=False)
@@ -139,15 +139,15 @@ def test_a_learner_starts_works_through_chapter_0_and_sees_their_progress(instal
 
 COURSE_CODE = """
 import json
-import solutions, solutions.ch00_setup as reference
-from graders import check
+import circuitlab_solutions as solutions, circuitlab_solutions.ch00_setup as reference
+from circuitlab_graders import check
 
 def logit_diff(logits, correct_token, wrong_token):
-    from solutions.ch00_setup import logit_diff as answer
+    from circuitlab_solutions.ch00_setup import logit_diff as answer
     return answer(logits, correct_token, wrong_token)
 
 results = {"reference": check(reference.logit_diff), "importing": check(logit_diff)}
-print(json.dumps({"solutions": solutions.__file__,
+print(json.dumps({"circuitlab_solutions": solutions.__file__,
                   **{k: [r.score, r.feedback.splitlines()[0]] for k, r in results.items()}}))
 """
 
@@ -157,35 +157,35 @@ def test_course_code_scores_zero_in_the_installed_wheel(installed, through, tmp_
     venv = installed.venv if through == "venv" else installed.link
     out = installed.run(venv, ["python", "-c", COURSE_CODE], cwd=tmp_path, timeout=300).stdout
     found = json.loads(out.splitlines()[-1])
-    assert found["solutions"].startswith(f"{venv}/lib/")
+    assert found["circuitlab_solutions"].startswith(f"{venv}/lib/")
     assert found["importing"][0] == 0.0 and "reads the course's own code" in found["importing"][1]
     assert found["reference"] == [0.0, "Scored zero: this `logit_diff` is the course's own code "
-                                        "(from solutions.ch00_setup), not yours. Define the function "
+                                        "(from circuitlab_solutions.ch00_setup), not yours. Define the function "
                                         "yourself in the exercise cell and check that."]
 
 
 # What is installed, read without importing anything (the venv below has no dependencies).
 INSTALLED = """
 import importlib.metadata, importlib.util, json, pathlib
-solutions = importlib.util.find_spec("solutions")
+solutions = importlib.util.find_spec("circuitlab_solutions")
 mistakes = solutions and pathlib.Path(solutions.submodule_search_locations[0], "mistakes", "ch00_setup.py")
 print(json.dumps({"versions": sorted(d.version for d in importlib.metadata.distributions()
                                      if d.metadata["Name"] == "circuitlab"),
-                  "solutions": solutions is not None,
+                  "circuitlab_solutions": solutions is not None,
                   "known mistakes": bool(mistakes and "Mistake(" in mistakes.read_text())}))
 """
 
 
 def test_the_student_wheel_and_the_full_one_replace_each_other(installed, tmp_path):
-    from graders.student_release import build
+    from circuitlab_graders.student_release import build
 
     student = next((build(tmp_path / "student", wheel=True, log=lambda *_: None) / "dist").glob("*.whl"))
     venv, empty = tmp_path / "venv", tmp_path / "empty"
     empty.mkdir()
     _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
     version = installed.wheel.name.split("-")[1]
-    full = {"versions": [version], "solutions": True, "known mistakes": True}
-    students = {"versions": [f"{version}+student"], "solutions": False, "known mistakes": False}
+    full = {"versions": [version], "circuitlab_solutions": True, "known mistakes": True}
+    students = {"versions": [f"{version}+student"], "circuitlab_solutions": False, "known mistakes": False}
     # pip's handling of one distribution over another needs no dependencies: --no-deps keeps it to seconds
     for wheel, expected in ((installed.wheel, full), (student, students), (installed.wheel, full), (student, students)):
         installed.run(venv, ["python", "-m", "pip", "install", "--quiet", "--no-deps", wheel], cwd=empty)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from graders import kit
-from graders.registry import EXERCISES, chapter_modules
+from circuitlab_graders import kit
+from circuitlab_graders.registry import EXERCISES, chapter_modules
 
 CALL = {"x": 1}
 
@@ -58,10 +58,10 @@ def test_declarations_hold_no_answer_code():
     assert len(modules) >= 6
     for module in modules:
         imported = _imports(module)
-        assert not {m for m in imported if m.startswith(("solutions", "circuitlab.sweeps"))}, module.__name__
+        assert not {m for m in imported if m.startswith(("circuitlab_solutions", "circuitlab.sweeps"))}, module.__name__
         # No chapter's declarations import another's: what they share is in graders/kit.py.
-        assert not {m for m in imported if m.startswith("graders.ch")}, module.__name__
+        assert not {m for m in imported if m.startswith("circuitlab_graders.ch")}, module.__name__
         assert "Mistake(" not in inspect.getsource(module), module.__name__
     mistakes = [m for e in EXERCISES.values() for m in e.mistakes]
     assert len(mistakes) > 100
-    assert {inspect.getmodule(m.fn).__name__.split(".ch")[0] for m in mistakes} == {"solutions.mistakes"}
+    assert {inspect.getmodule(m.fn).__name__.split(".ch")[0] for m in mistakes} == {"circuitlab_solutions.mistakes"}

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from circuitlab.course_files import chapter_files, copy_chapters
-from graders.notebooks import ExecutedNotebook, scorecard
+from circuitlab_graders.notebooks import ExecutedNotebook, scorecard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_the_scorecard_shows_a_failures_whole_feedback():
 
 
 def test_a_checked_notebook_runs_its_kernel_without_the_tcp_warning(tmp_path, capfd):
-    from graders.notebooks import execute
+    from circuitlab_graders.notebooks import execute
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
     run = execute(nb, workdir=tmp_path)

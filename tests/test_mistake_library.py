@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-import graders
+import circuitlab_graders as graders
 
 # ---------------------------------------------------------------- learner helpers
 

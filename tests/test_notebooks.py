@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from circuitlab.course_files import chapters_dir
-from graders.notebooks import chapter_paths, exercise_names, read_notebook, scorecard
+from circuitlab_graders.notebooks import chapter_paths, exercise_names, read_notebook, scorecard
 
 CHAPTER_FILES = chapter_paths()
 
@@ -39,7 +39,7 @@ def test_chapter_runs_with_references(chapter, executed_chapter):
 
 def test_cli_check_fails_a_stub_notebook_with_a_scorecard():
     chapter = chapters_dir() / "00_setup.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "graders", "check", str(chapter)],
+    proc = subprocess.run([sys.executable, "-m", "circuitlab_graders", "check", str(chapter)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL  next_token_prediction" in proc.stdout

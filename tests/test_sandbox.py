@@ -1,4 +1,4 @@
-"""graders.sandbox: learner code runs in a bubblewrap sandbox that hides the course and keeps jobs apart.
+"""circuitlab_graders.sandbox: learner code runs in a bubblewrap sandbox that hides the course and keeps jobs apart.
 
 Jobs are Python source run by tests/sandbox_handlers.py:run_code; a job's `answer` comes back.
 Every sandbox here but one has a trivial preload, so each starts in a fraction of a second.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from graders.sandbox import Limits, Outcome, Sandbox, SandboxError, SandboxPool
-from graders.sandbox.project import course_view, package_dirs
+from circuitlab_graders.sandbox import Limits, Outcome, Sandbox, SandboxError, SandboxPool
+from circuitlab_graders.sandbox.project import course_view, package_dirs
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None,
                                 reason="bubblewrap is not installed (apt-get install -y bubblewrap)")
@@ -228,9 +228,9 @@ def test_files_and_ipc_objects_of_one_job_are_gone_for_the_next(sandbox):
 def course_files() -> list[Path]:
     """The answer code and the chapters, in every checkout this process can import them from."""
     files = []
-    for graders in package_dirs("graders"):
+    for graders in package_dirs("circuitlab_graders"):
         files += [graders / "engine.py", graders / "ch00_setup.py"]
-    for solutions in package_dirs("solutions"):
+    for solutions in package_dirs("circuitlab_solutions"):
         files += sorted(solutions.glob("*.py"))
     for sweeps in package_dirs("circuitlab.sweeps"):  # answer code inside the package the worker sees
         files += sorted(sweeps.glob("*.py"))
@@ -252,8 +252,8 @@ def test_the_course_source_and_the_course_directory_are_hidden(sandbox, course):
             except ImportError as error:
                 return type(error).__name__
         answer = json.dumps({{
-            'import solutions': attempt(lambda: __import__('solutions')),
-            'import graders.engine': attempt(lambda: __import__('graders.engine')),
+            'import solutions': attempt(lambda: __import__('circuitlab_solutions')),
+            'import graders.engine': attempt(lambda: __import__('circuitlab_graders.engine')),
             'list circuitlab/sweeps': [os.listdir(p) for p in {[str(p) for p in package_dirs("circuitlab.sweeps")]!r}],
             'files': {{f: attempt(lambda f=f: open(f).read()) for f in {[str(f) for f in files]!r}}},
             'course listing': os.listdir({str(course / 'course')!r}),
@@ -380,7 +380,7 @@ def test_a_zygote_killed_from_outside_is_restarted_for_the_next_job(sandbox):
     outer = sandbox._proc.pid  # bwrap outside -> bwrap, the sandbox's init -> the zygote
     (init,) = host_children(outer)
     (zygote,) = host_children(init)
-    assert Path(f"/proc/{zygote}/cmdline").read_bytes().split(b"\0")[-2] == b"graders.sandbox.zygote"
+    assert Path(f"/proc/{zygote}/cmdline").read_bytes().split(b"\0")[-2] == b"circuitlab_graders.sandbox.zygote"
     starts = sandbox.starts
     os.kill(zygote, signal.SIGKILL)
     time.sleep(0.2)
@@ -462,7 +462,7 @@ def test_jobs_reuse_the_model_the_zygote_loaded_once():
 
 
 def test_a_job_that_freezes_its_zygote_times_out_and_the_sandbox_is_replaced(sandbox, monkeypatch):
-    monkeypatch.setattr("graders.sandbox.sandbox.GRACE", 1.0)
+    monkeypatch.setattr("circuitlab_graders.sandbox.sandbox.GRACE", 1.0)
     (init,) = host_children(sandbox._proc.pid)
     (zygote,) = host_children(init)
     starts = sandbox.starts

@@ -1,4 +1,4 @@
-"""graders.sandbox without bubblewrap: the error that refuses to run unsandboxed, and the frames' caps."""
+"""circuitlab_graders.sandbox without bubblewrap: the error that refuses to run unsandboxed, and the frames' caps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from graders.sandbox import Sandbox, SandboxUnavailable, frames
+from circuitlab_graders.sandbox import Sandbox, SandboxUnavailable, frames
 
 
 def test_without_bubblewrap_nothing_runs_and_the_error_names_the_package(monkeypatch, tmp_path):
@@ -35,7 +35,7 @@ def test_frames_are_capped_before_their_payload_is_read():
 
 def test_a_cache_under_tmp_is_refused_with_where_to_put_it(monkeypatch, tmp_path):
     """The sandbox mounts an empty /tmp of its own: what the worker needs cannot live there."""
-    from graders.sandbox.project import course_view
+    from circuitlab_graders.sandbox.project import course_view
 
     hub = tmp_path / "hf"
     hub.mkdir()

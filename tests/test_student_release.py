@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from graders.notebooks import REPO
-from graders.registry import EXERCISES
-from graders.student_release import build
+from circuitlab_graders.notebooks import REPO
+from circuitlab_graders.registry import EXERCISES
+from circuitlab_graders.student_release import build
 
 PACKAGE_DIRS = ("circuitlab", "graders", "chapters")
 
@@ -108,8 +108,8 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
     (packages / "release.pth").write_text(str(release) + "\n")
     script = textwrap.dedent("""
         import importlib.util, json, torch
-        import graders
-        from graders.registry import EXERCISES
+        import circuitlab_graders as graders
+        from circuitlab_graders.registry import EXERCISES
         def logit_diff(logits, correct_token, wrong_token):
             return logits[0, -1, correct_token] - logits[0, -1, wrong_token]
         def wrong(logits, correct_token, wrong_token):
@@ -121,7 +121,7 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
             return logits[0, -1, correct_token] - logits[0, -1, wrong_token]
         results = [graders.grade("logit_diff", f) for f in (logit_diff, wrong, stub, uses_the_sweeps)]
         print(json.dumps({
-            "solutions": importlib.util.find_spec("solutions") is not None,
+            "circuitlab_solutions": importlib.util.find_spec("circuitlab_solutions") is not None,
             "graders_from": graders.__file__,
             "mistakes": sum(len(e.mistakes) for e in EXERCISES.values()),
             "public": graders.public_mode(),
@@ -135,7 +135,7 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
     import json
 
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["solutions"] is False and out["graders_from"].startswith(str(release))
+    assert out["circuitlab_solutions"] is False and out["graders_from"].startswith(str(release))
     assert out["mistakes"] == 0 and out["public"] is True
     assert out["passed"] == [True, False, False, False] and out["modes"] == ["public"] * 4
     assert "must be positive" in out["wrong"]

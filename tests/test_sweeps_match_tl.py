@@ -7,8 +7,8 @@ import torch
 from transformer_lens import patching
 
 from circuitlab.prompts import CORRUPTIONS
-from solutions.ch01_residual_patching import residual_patching_sweep
-from solutions.ch02_head_patching import head_by_position_sweep, head_patching_sweep
+from circuitlab_solutions.ch01_residual_patching import residual_patching_sweep
+from circuitlab_solutions.ch02_head_patching import head_by_position_sweep, head_patching_sweep
 
 
 def tl_inputs(model, case):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from graders.guard.timer import WALL_FACTOR, TimeLimitExceeded, Timer, wall_seconds
+from circuitlab_graders.guard.timer import WALL_FACTOR, TimeLimitExceeded, Timer, wall_seconds
 
 
 def spin(seconds: float) -> None:

@@ -9,11 +9,11 @@ import inspect
 
 import pytest
 
-from graders.engine import Grader
-from graders.hints import Attempts
-from graders.models import grading_model
-from graders.registry import EXERCISES
-from graders.token_diagnoses import BOS_ADVICE, not_one_token, takes_tokens
+from circuitlab_graders.engine import Grader
+from circuitlab_graders.hints import Attempts
+from circuitlab_graders.models import grading_model
+from circuitlab_graders.registry import EXERCISES
+from circuitlab_graders.token_diagnoses import BOS_ADVICE, not_one_token, takes_tokens
 from tests.honest import readable_reference
 
 RETURNING = ("next_token_prediction", "top_tokens_by_unembed_bias")

@@ -9,8 +9,8 @@ import pickle
 import pytest
 import torch
 
-from graders import wire
-from graders.inputs import MODEL, Cache, Hook
+from circuitlab_graders import wire
+from circuitlab_graders.inputs import MODEL, Cache, Hook
 
 
 def test_plain_values_round_trip_exactly():

@@ -513,7 +513,7 @@ def head_scores(model, inputs: Inputs) -> Optional[list[list]]:
     prompt, induction on a seeded random sequence shown twice. None when this install has
     no chapter 3 answers (a student distribution)."""
     try:
-        from solutions.ch03_attention_patterns import duplicate_token_score, induction_score, previous_token_score
+        from circuitlab_solutions.ch03_attention_patterns import duplicate_token_score, induction_score, previous_token_score
     except ImportError:
         return None
     generator = torch.Generator().manual_seed(0)

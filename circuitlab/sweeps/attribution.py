@@ -12,7 +12,7 @@ sweep cell for cell. For the reverse direction (clean activations into the corru
 pass the corrupt prompt as `clean_prompt` and the clean one as `corrupt_prompt`, with the
 same answers: the estimate is then taken around the corrupt run.
 
-These are chapter 5's reference answers (`solutions.ch05_attribution_patching` re-exports
+These are chapter 5's reference answers (`circuitlab_solutions.ch05_attribution_patching` re-exports
 them; the nbgrader course inlines their bodies into the solution notebook, so each is
 self-contained) and the patching explorer's estimates. Answer code: a learner function
 that calls them scores zero.

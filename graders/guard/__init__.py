@@ -23,12 +23,12 @@ from typing import Any, Optional
 
 import torch
 
-from graders.guard.course_code import CourseCode, Watch
-from graders.guard.model_state import State
-from graders.guard.output import BoundedOutput
-from graders.guard.protected import Protected, Snapshot, walk_tensors
-from graders.guard.timer import TimeLimitExceeded, Timer
-from graders.guard.weights import Weights, restore_weights
+from circuitlab_graders.guard.course_code import CourseCode, Watch
+from circuitlab_graders.guard.model_state import State
+from circuitlab_graders.guard.output import BoundedOutput
+from circuitlab_graders.guard.protected import Protected, Snapshot, walk_tensors
+from circuitlab_graders.guard.timer import TimeLimitExceeded, Timer
+from circuitlab_graders.guard.weights import Weights, restore_weights
 
 __all__ = ["BoundedOutput", "CourseCode", "Guard", "Protected", "Snapshot", "TimeLimitExceeded", "Weights",
            "restore_weights", "walk_tensors"]

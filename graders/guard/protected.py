@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from graders.guard.value_sums import sums
+from circuitlab_graders.guard.value_sums import sums
 
 
 def walk_tensors(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from graders.guard.value_sums import sums
+from circuitlab_graders.guard.value_sums import sums
 
 
 def _tensors_of(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -1,7 +1,7 @@
 """Run untrusted code (a learner's) in a bubblewrap sandbox, one job at a time, fast.
 
-    from graders.sandbox import Sandbox, SandboxPool, Limits
-    from graders.sandbox.project import course_view
+    from circuitlab_graders.sandbox import Sandbox, SandboxPool, Limits
+    from circuitlab_graders.sandbox.project import course_view
 
     with Sandbox(preload="worker:load_models", handler="worker:grade_one", stage=["worker"],
                  view=course_view([course_root]), limits=Limits()) as box:
@@ -29,7 +29,7 @@ caches. Fresh in every sandbox: a minimal /dev,
 at /run/sandbox, and /tmp, /dev/shm and /dev/mqueue, the only writable places (tmpfs of
 `Limits.tmp_size`; read-only too when `writable_tmp=False`).
 
-Staging. The real `graders/` is hidden, yet the zygote imports `graders.sandbox.zygote`:
+Staging. The real `graders/` is hidden, yet the zygote imports `circuitlab_graders.sandbox.zygote`:
 the sandbox package (and the modules named in `stage`) is copied to a temporary directory
 mounted at /run/sandbox, first on the sandbox's PYTHONPATH, with empty `__init__.py`
 stubs for parent packages.
@@ -93,11 +93,11 @@ exhaustion of the tmpfs (its size caps bytes only); kernel bugs (no seccomp filt
 kernel keyrings; a job killing or stopping its zygote (it costs a restart, charged to that job).
 """
 
-from graders.sandbox.bwrap import SandboxUnavailable
-from graders.sandbox.limits import Limits
-from graders.sandbox.outcome import Outcome
-from graders.sandbox.pool import SandboxPool
-from graders.sandbox.sandbox import Sandbox, SandboxError
-from graders.sandbox.view import View
+from circuitlab_graders.sandbox.bwrap import SandboxUnavailable
+from circuitlab_graders.sandbox.limits import Limits
+from circuitlab_graders.sandbox.outcome import Outcome
+from circuitlab_graders.sandbox.pool import SandboxPool
+from circuitlab_graders.sandbox.sandbox import Sandbox, SandboxError
+from circuitlab_graders.sandbox.view import View
 
 __all__ = ["Sandbox", "SandboxPool", "Outcome", "Limits", "View", "SandboxError", "SandboxUnavailable"]

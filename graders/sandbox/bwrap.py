@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from graders.sandbox.limits import Limits
-from graders.sandbox.view import SYSTEM_MOUNTS, View
+from circuitlab_graders.sandbox.limits import Limits
+from circuitlab_graders.sandbox.view import SYSTEM_MOUNTS, View
 
 INSTALL = "apt-get install -y bubblewrap"
 STAGE_INSIDE = Path("/run/sandbox")  # the staged package, first on the sandbox's sys.path
@@ -43,7 +43,7 @@ def command(bwrap: str, view: View, stage_dir: Path, *, writable_tmp: bool, limi
              "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
     for name, value in environment(view).items():
         args += ["--setenv", name, value]
-    args += ["--chdir", str(STAGE_INSIDE), str(view.python), "-m", "graders.sandbox.zygote"]
+    args += ["--chdir", str(STAGE_INSIDE), str(view.python), "-m", "circuitlab_graders.sandbox.zygote"]
     return args
 
 

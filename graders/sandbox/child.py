@@ -11,8 +11,8 @@ import sys
 import traceback
 from typing import Callable
 
-from graders.sandbox.frames import write_all
-from graders.sandbox.limits import Limits
+from circuitlab_graders.sandbox.frames import write_all
+from circuitlab_graders.sandbox.limits import Limits
 
 ANSWER_HEADER = struct.Struct("!Q")  # the answer's length, so "no answer" differs from b""
 

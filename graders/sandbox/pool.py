@@ -7,8 +7,8 @@ import queue
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterable, Optional, Sequence
 
-from graders.sandbox.outcome import Outcome
-from graders.sandbox.sandbox import Sandbox
+from circuitlab_graders.sandbox.outcome import Outcome
+from circuitlab_graders.sandbox.sandbox import Sandbox
 
 
 class SandboxPool:

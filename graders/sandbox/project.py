@@ -15,10 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from graders.sandbox.bwrap import SandboxUnavailable
-from graders.sandbox.view import SYSTEM_MOUNTS, View, venv_python
+from circuitlab_graders.sandbox.bwrap import SandboxUnavailable
+from circuitlab_graders.sandbox.view import SYSTEM_MOUNTS, View, venv_python
 
-COURSE_PACKAGES = ("graders", "solutions", "circuitlab.sweeps")
+COURSE_PACKAGES = ("circuitlab_graders", "circuitlab_solutions", "circuitlab.sweeps")
 SOURCE_MARKERS = ("pyproject.toml", "setup.py", ".git")
 
 

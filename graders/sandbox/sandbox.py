@@ -16,13 +16,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from graders import limits as grading_limits
-from graders.sandbox import frames, job_verdict
-from graders.sandbox.bwrap import SandboxUnavailable, command, find_bwrap, scratch_dirs
-from graders.sandbox.limits import Limits
-from graders.sandbox.outcome import Outcome
-from graders.sandbox.stage import stage
-from graders.sandbox.view import View
+from circuitlab_graders import limits as grading_limits
+from circuitlab_graders.sandbox import frames, job_verdict
+from circuitlab_graders.sandbox.bwrap import SandboxUnavailable, command, find_bwrap, scratch_dirs
+from circuitlab_graders.sandbox.limits import Limits
+from circuitlab_graders.sandbox.outcome import Outcome
+from circuitlab_graders.sandbox.stage import stage
+from circuitlab_graders.sandbox.view import View
 
 ACK_WAIT = grading_limits.ACK_WAIT_S  # an idle zygote takes a job at once; this long means it is stuck
 GRACE = grading_limits.GRACE_S  # past a job's timeout: the zygote's kill, sweep and wipe

@@ -1,7 +1,7 @@
 """Copy the modules the sandbox side imports into a directory of their own.
 
 The real `graders/` is hidden in the sandbox, yet the zygote must import
-`graders.sandbox.zygote`: so the sandbox package (and any module a caller names) is
+`circuitlab_graders.sandbox.zygote`: so the sandbox package (and any module a caller names) is
 copied into a fresh directory that the sandbox mounts read-only and puts first on sys.path.
 Parent packages get empty `__init__.py` stubs: a staged module must not rely on them.
 """
@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ALWAYS = ("graders.sandbox", "graders.limits")  # the sandbox package, and the limits it reads
+ALWAYS = ("circuitlab_graders.sandbox", "circuitlab_graders.limits")  # the sandbox package, and the limits it reads
 
 
 def stage(modules: tuple[str, ...] | list[str]) -> Path:

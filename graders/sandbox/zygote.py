@@ -1,6 +1,6 @@
 """The zygote: runs inside the sandbox, preloads once, then forks one child per job.
 
-    python -m graders.sandbox.zygote      (started by Sandbox; speaks frames on stdin/stdout)
+    python -m circuitlab_graders.sandbox.zygote      (started by Sandbox; speaks frames on stdin/stdout)
 
 Stdlib only, apart from what the preload and handler import.
 """
@@ -19,9 +19,9 @@ import sys
 import time
 import traceback
 
-from graders.sandbox import child, frames, sweep
-from graders.sandbox.limits import Limits
-from graders.sandbox.job_verdict import (CPU_EXCEEDED, EXITED, OK, SIGNALED, TIMED_OUT, TOO_MANY_PROCESSES,
+from circuitlab_graders.sandbox import child, frames, sweep
+from circuitlab_graders.sandbox.limits import Limits
+from circuitlab_graders.sandbox.job_verdict import (CPU_EXCEEDED, EXITED, OK, SIGNALED, TIMED_OUT, TOO_MANY_PROCESSES,
                                      TOO_MUCH_OUTPUT, Report)
 
 MAX_JOB = 1 << 30

@@ -1,6 +1,6 @@
 """The sandboxed side of classroom grading: it runs a submission and returns its answers.
 
-Inside a `graders.sandbox` zygote, `preload.load` reads the grading plan (every exercise's
+Inside a `circuitlab_graders.sandbox` zygote, `preload.load` reads the grading plan (every exercise's
 calls: inputs as plain data, time limits; no answers) and loads the models once. Each job
 is one submission; `supervisor.grade` runs it in three kinds of process, so that a crash
 or an endless loop costs only what it reaches:
@@ -11,13 +11,13 @@ or an endless loop costs only what it reaches:
 * the cell runner (`cells`) executes the submission's code cells in order, answer cells'
   top-level code included, then forks one exercise runner per exercise;
 * an exercise runner (`exercise`) calls the learner's function on each of the
-  exercise's inputs under `graders.guard`, and sends the outcomes, encoded with
-  `graders.wire`, straight to the supervisor.
+  exercise's inputs under `circuitlab_graders.guard`, and sends the outcomes, encoded with
+  `circuitlab_graders.wire`, straight to the supervisor.
 
 Everything that comes back is untrusted data: the trusted grader decodes it with
-`graders.wire` (no pickle), compares with references it computed itself, and scores.
-Staged into the sandbox with: graders.worker, graders.calls, graders.inputs, graders.wire,
-graders.guard, graders.limits (this package imports nothing else from graders).
+`circuitlab_graders.wire` (no pickle), compares with references it computed itself, and scores.
+Staged into the sandbox with: circuitlab_graders.worker, .calls, .inputs, .wire,
+circuitlab_graders.guard, circuitlab_graders.limits (this package imports nothing else from the graders).
 """
 
-STAGED = ("graders.worker", "graders.calls", "graders.inputs", "graders.wire", "graders.guard", "graders.limits")
+STAGED = ("circuitlab_graders.worker", "circuitlab_graders.calls", "circuitlab_graders.inputs", "circuitlab_graders.wire", "circuitlab_graders.guard", "circuitlab_graders.limits")

@@ -11,11 +11,11 @@ import sys
 import time
 import traceback
 
-from graders.calls import short
-from graders.guard import BoundedOutput, TimeLimitExceeded
-from graders.guard.timer import Timer
-from graders.worker import exercise as exercise_runner
-from graders.worker import preload, reports
+from circuitlab_graders.calls import short
+from circuitlab_graders.guard import BoundedOutput, TimeLimitExceeded
+from circuitlab_graders.guard.timer import Timer
+from circuitlab_graders.worker import exercise as exercise_runner
+from circuitlab_graders.worker import preload, reports
 
 
 def run(cells: list[tuple[int, str]], checks: dict[int, list[str]], skip: set[int], done: dict[str, bool],
@@ -24,7 +24,7 @@ def run(cells: list[tuple[int, str]], checks: dict[int, list[str]], skip: set[in
     index of each test cell, the exercises it checks, graded right there (the rest after
     the last cell); `done`: exercises a previous runner graded, and whether they failed to
     finish."""
-    import graders
+    import circuitlab_graders as graders
 
     graders.check = lambda *args, **kwargs: None  # a check(...) the learner calls does nothing here
     namespace: dict = {"__name__": "__main__"}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from graders.calls import Outcome, guarded_call
-from graders.guard import BoundedOutput, Guard, Protected, Snapshot
-from graders.worker import preload, reports
-from graders.worker.plan import ExercisePlan
+from circuitlab_graders.calls import Outcome, guarded_call
+from circuitlab_graders.guard import BoundedOutput, Guard, Protected, Snapshot
+from circuitlab_graders.worker import preload, reports
+from circuitlab_graders.worker.plan import ExercisePlan
 
 
 TIMED_OUT = 3  # the exit code that says: answered, but a call ran out of time

@@ -1,7 +1,7 @@
 """The grading plan a sandbox serves: which models, and every call of every exercise.
 
 Built by the trusted grader before any learner code runs, written once per sandbox as a
-file of `graders.wire` data, and read by `preload.load`. It holds inputs and limits,
+file of `circuitlab_graders.wire` data, and read by `preload.load`. It holds inputs and limits,
 never a reference answer.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from graders import limits, wire
-from graders.guard.timer import wall_seconds
+from circuitlab_graders import limits, wire
+from circuitlab_graders.guard.timer import wall_seconds
 
 
 @dataclass(frozen=True)

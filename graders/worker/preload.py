@@ -20,9 +20,9 @@ def load() -> None:
     import torch
 
     from circuitlab import loading, notebook
-    from graders.guard import Weights
-    from graders.inputs import Arguments, Cache
-    from graders.worker.plan import Plan
+    from circuitlab_graders.guard import Weights
+    from circuitlab_graders.inputs import Arguments, Cache
+    from circuitlab_graders.worker.plan import Plan
 
     torch.set_grad_enabled(False)
     PLAN = Plan.loads(Path(os.environ[PLAN_ENV]).read_bytes())

@@ -1,4 +1,4 @@
-"""What the cell and exercise runners tell the supervisor: framed `graders.wire` records
+"""What the cell and exercise runners tell the supervisor: framed `circuitlab_graders.wire` records
 on one pipe. Each record is a dict with a "report" kind:
 
 * {"report": "cell", "index": i}: about to run code cell i;
@@ -19,7 +19,7 @@ import struct
 import time
 from typing import Any, Optional
 
-from graders import wire
+from circuitlab_graders import wire
 
 HEADER = struct.Struct("!Q")
 MAX_REPORT = 8 * 1024 * 1024  # an exercise's answers are kilobytes; more is not an answer

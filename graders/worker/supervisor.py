@@ -1,6 +1,6 @@
 """The job handler: grades one submission, running no learner code itself.
 
-A job is `graders.wire` data: {"cells": [[index, source], ...], "checks": [[index,
+A job is `circuitlab_graders.wire` data: {"cells": [[index, source], ...], "checks": [[index,
 [exercise, ...]], ...]} (the submission's code cells without its test cells, and where each
 test cell stands, with the exercises it checks). The answer is {"exercises": {name:
 {"calls": {key: outcome}, "printed": ...} or {"failed": kind, "message": ...}},
@@ -14,10 +14,10 @@ import signal
 import time
 from typing import Any
 
-from graders import limits, wire
-from graders.guard.timer import wall_seconds
-from graders.worker import cells as cell_runner
-from graders.worker import preload, reports
+from circuitlab_graders import limits, wire
+from circuitlab_graders.guard.timer import wall_seconds
+from circuitlab_graders.worker import cells as cell_runner
+from circuitlab_graders.worker import preload, reports
 
 GRACE = limits.GRACE_S  # past a runner's own limit, before the supervisor stops waiting
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graders.declare import Mistake
+from circuitlab_graders.declare import Mistake
 
 MISTAKES = {
     "next_token_prediction": (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from circuitlab.plotting import residual_labels
-from graders.declare import Mistake
+from circuitlab_graders.declare import Mistake
 from circuitlab.sweeps import one_pair as fast
 
 # ---------------------------------------------------------------- patch_residual_stream

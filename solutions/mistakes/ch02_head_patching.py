@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from circuitlab.prompts import PatchingCase
-from graders.declare import Mistake
+from circuitlab_graders.declare import Mistake
 from circuitlab.sweeps import one_pair as fast
 
 # ---------------------------------------------------------------- patch_head_output

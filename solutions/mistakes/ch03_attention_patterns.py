@@ -9,8 +9,8 @@ import math
 
 import torch
 
-from graders.declare import Mistake
-from solutions import ch03_attention_patterns as ref
+from circuitlab_graders.declare import Mistake
+from circuitlab_solutions import ch03_attention_patterns as ref
 
 
 def _qk(cache, layer, head, q_pos, k_pos):

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint
 
-from graders.declare import Mistake
-from solutions import ch04_confirming_the_circuit as ref
+from circuitlab_graders.declare import Mistake
+from circuitlab_solutions import ch04_confirming_the_circuit as ref
 
 
 def _norms(left: Tensor, right: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from circuitlab.plotting import residual_labels
-from graders.declare import Mistake
-from solutions import ch05_attribution_patching as ref
+from circuitlab_graders.declare import Mistake
+from circuitlab_solutions import ch05_attribution_patching as ref
 
 
 def hook_names(model, kind: str) -> list[str]:

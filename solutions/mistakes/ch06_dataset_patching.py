@@ -15,9 +15,9 @@ from torch import Tensor
 
 from circuitlab.answer_logits import final_logit_diffs
 from circuitlab.sweeps import residual_sweep
-from graders.declare import Mistake
-from solutions import ch06_dataset_patching as ref
-from solutions import ch06_exact_sweeps as exact
+from circuitlab_graders.declare import Mistake
+from circuitlab_solutions import ch06_dataset_patching as ref
+from circuitlab_solutions import ch06_exact_sweeps as exact
 
 OTHER = {"noising": "denoising", "denoising": "noising"}
 
