@@ -98,14 +98,23 @@ def test_a_mistake_line_would_be_found():
 
 def test_right_passes_and_wrong_fails_there(release, tmp_path):
     """A fresh venv sees the course's libraries (one .pth line to this venv's site-packages,
-    whose own .pth files, the editable install's among them, are not read) and the release."""
+    whose own .pth files, the editable install's among them, are not read) and the release's
+    wheel, unpacked as pip installs it. The learner's folder holds a solutions.py and a
+    graders.py of their own: the course's installed names are not those, so neither is read."""
     import site
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     packages = next((venv / "lib").glob("python*/site-packages"))
+    installed = tmp_path / "installed"
+    with zipfile.ZipFile(next((release / "dist").glob("*.whl"))) as archive:
+        archive.extractall(installed)
     (packages / "libraries.pth").write_text(site.getsitepackages()[0] + "\n")
-    (packages / "release.pth").write_text(str(release) + "\n")
+    (packages / "release.pth").write_text(str(installed) + "\n")
+    learner = tmp_path / "learner"
+    learner.mkdir()
+    for name in ("solutions.py", "graders.py"):
+        (learner / name).write_text(f"raise SystemExit('the learner\\'s {name} was imported')\n")
     script = textwrap.dedent("""
         import importlib.util, json, torch
         import circuitlab_graders as graders
@@ -130,12 +139,12 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
             "wrong": results[1].feedback, "stub": results[2].feedback, "sweeps": results[3].feedback}))
     """)
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+                          cwd=learner, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     import json
 
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["circuitlab_solutions"] is False and out["graders_from"].startswith(str(release))
+    assert out["circuitlab_solutions"] is False and out["graders_from"].startswith(str(installed))
     assert out["mistakes"] == 0 and out["public"] is True
     assert out["passed"] == [True, False, False, False] and out["modes"] == ["public"] * 4
     assert "must be positive" in out["wrong"]
