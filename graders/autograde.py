@@ -38,7 +38,7 @@ from graders.notebooks import is_test_cell
 from graders.guard.timer import wall_seconds
 from graders.registry import exercise as find
 from graders.results import Result
-from graders.worker import STAGED
+from graders.worker import STAGED, reports
 from graders.worker.plan import Call, ExercisePlan, Plan
 from graders.worker.preload import PLAN_ENV
 
@@ -194,7 +194,7 @@ def _answered(entry: Any, fallback: str) -> Callable[[Check, Mapping[str, Any]],
         if not isinstance(entry, dict):
             return Outcome("crashed", message=calls.short(fallback))
         if "failed" in entry:
-            kind = {"timeout": "timeout", "missing": "raised"}.get(str(entry["failed"]), "crashed")
+            kind = str(entry["failed"]) if entry["failed"] in reports.FAILED else "crashed"  # untrusted: checked
             return Outcome(kind, message=calls.short(str(entry.get("message", ""))))
         got = entry.get("calls", {}).get("/".join(call_key(check.gm, inputs))) if isinstance(entry.get("calls"), dict) else None
         if not isinstance(got, dict) or got.get("kind") not in calls.KINDS:

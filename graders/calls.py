@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import torch
 
 MAX_MESSAGE = 600  # characters of one feedback message (a learner's repr can be huge)
-KINDS = ("answer", "raised", "stub", "timeout", "course_code", "not_run", "crashed")
+KINDS = ("answer", "raised", "stub", "timed_out", "course_code", "not_run", "crashed")
 
 
 def short(text: str) -> str:
@@ -22,7 +22,9 @@ def short(text: str) -> str:
 
 @dataclass
 class Outcome:
-    """What one learner call did. `kind` is one of KINDS; `notes`: side effects the guard
+    """What one learner call did (what a sandbox job did is graders.sandbox.Outcome; the
+    kinds both have are spelled the same). `kind` is one of KINDS ("crashed" only comes
+    from classroom grading: the worker process died); `notes`: side effects the guard
     undid. An answer is judged on its value; of the side effects, only edits to what the
     call was given (a cache, the weights) fail it."""
 
@@ -50,14 +52,14 @@ def call_learner(fn: Callable, args: dict[str, Any]) -> tuple[str, Any]:
 
 def guarded_call(fn: Callable, args: dict[str, Any], guard) -> Outcome:
     """Call `fn(**args)` inside `guard` (a graders.guard.Guard) and say what happened."""
-    kind, value = "timeout", None
+    kind, value = "timed_out", None
     with guard:
         kind, value = call_learner(fn, args)
     notes = [f"your function {n}" for n in guard.notes]
     if guard.course_code is not None:
         return Outcome("course_code", message=f"runs {guard.course_code}")
     if guard.timed_out:
-        return Outcome("timeout", message=(
+        return Outcome("timed_out", message=(
             f"{guard.timer.describe()}: look for an endless loop, or a loop over something the "
             "exercise lets you do in one batched call"), notes=notes)
     outcome = Outcome(kind, value) if kind != "raised" else Outcome(kind, message=describe_exception(value, fn))

@@ -234,7 +234,7 @@ class Grader:
                     return not_implemented(exercise.name, mode)
                 if outcome.kind == "course_code":
                     return reads_course_code(exercise.name, outcome.message, mode)
-                stopped |= outcome.kind in ("timeout", "crashed")
+                stopped |= outcome.kind in ("timed_out", "crashed")
                 notes += [n for n in outcome.notes if n not in notes]
                 outcomes.append(outcome)
             results.append(self._judge(exercise, check, outcomes, failures))
@@ -271,7 +271,7 @@ class Grader:
         broken = next((o for o in outcomes if o.kind != "answer"), None)
         if broken is not None:
             message = ("not run: an earlier case ran out of time or crashed" if broken.kind == "not_run"
-                       else f"did not finish: {broken.message}" if broken.kind in ("timeout", "crashed")
+                       else f"did not finish: {broken.message}" if broken.kind in ("timed_out", "crashed")
                        else broken.message)
             return CaseResult(label, check.label, False, short(message))
         answers = [o.value for o in outcomes]

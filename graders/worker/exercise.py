@@ -37,7 +37,7 @@ def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
         guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed, content=False, cpu_time=True)
         reports.send(fd, {"report": "call", "name": exercise.name, "limit": call.limit})
         outcome = guarded_call(fn, args, guard)
-        stopped = outcome.kind == "timeout"
+        stopped = outcome.kind == "timed_out"
         answers[call.key] = encode(outcome)
     reports.send(fd, {"report": "answers", "name": exercise.name, "calls": answers, "printed": printed.note()})
     os._exit(TIMED_OUT if stopped else 0)
