@@ -1,7 +1,8 @@
-"""One call of learner code, guarded, and what it did as plain data.
+"""Calls of learner code, guarded, and what each did as plain data.
 
-Both sides use it: the in-process engine, and the sandboxed worker of classroom grading
-(which holds no answers: this module imports none).
+`Executor` is the one way the learner's function is called: by the in-process engine and
+by the sandboxed worker of classroom grading (which holds no answers: this module imports
+none). `StopRule` is the one rule for when an exercise's remaining calls are not made.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
+
+from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
+from graders.inputs import Arguments
 
 MAX_MESSAGE = 600  # characters of one feedback message (a learner's repr can be huge)
 KINDS = ("answer", "raised", "stub", "timed_out", "course_code", "not_run", "crashed")
@@ -50,8 +54,73 @@ def call_learner(fn: Callable, args: dict[str, Any]) -> tuple[str, Any]:
         return "raised", err
 
 
-def guarded_call(fn: Callable, args: dict[str, Any], guard) -> Outcome:
-    """Call `fn(**args)` inside `guard` (a graders.guard.Guard) and say what happened."""
+class Snapshots:
+    """Snapshots of the shared inputs (caches) calls are given, taken once per object and
+    kept, so every call starts from the state the grader's numbers were computed on.
+    `content`: also compare the tensors' values after each call (see `Executor`)."""
+
+    def __init__(self, content: bool = True) -> None:
+        self.content = content
+        self._taken: dict[int, Snapshot] = {}
+
+    def protect(self, arguments: Arguments, shared: list[tuple[str, Any, Any]]) -> Protected:
+        for _, value, ref in shared:
+            if id(value) not in self._taken:
+                self._taken[id(value)] = Snapshot(value, lambda ref=ref: arguments.fresh_cache(ref),
+                                                  content=self.content)
+        return Protected([(path, self._taken[id(value)]) for path, value, _ in shared])
+
+
+class Executor:
+    """Calls one function on one case at a time, each call inside a fresh `Guard` over the
+    case's model and inputs, and returns what it did as an Outcome.
+
+    `course`: the answer code to watch for (None: not watched, as for course code itself);
+    `printed`: where the calls' output goes, shared so it is summarised once; `content`:
+    after each call also sum every weight, to catch edits through `.data` (needed where a
+    model outlives the learner's calls, as in a notebook; the worker's exercise process
+    does not); `cpu_time`: limits count CPU time (the one-thread sandbox)."""
+
+    def __init__(self, fn: Callable, snapshots: Snapshots, *, course: Optional[CourseCode] = None,
+                 printed: Optional[BoundedOutput] = None, content: bool = True, cpu_time: bool = False) -> None:
+        self.fn = fn
+        self.snapshots = snapshots
+        self.course = course
+        self.printed = printed if printed is not None else BoundedOutput()
+        self.content = content
+        self.cpu_time = cpu_time
+
+    def __call__(self, arguments: Arguments, inputs: dict[str, Any], limit: float) -> Outcome:
+        args, shared = arguments.build(inputs)
+        guard = Guard(arguments.model, self.snapshots.protect(arguments, shared), limit, self.course, self.printed,
+                      content=self.content, cpu_time=self.cpu_time)
+        return guarded_call(self.fn, args, guard)
+
+
+# After a call ran out of time, the rest of its exercise would only wait out their limits
+# too; after a crash (a classroom worker's process died), there is no function left to call.
+STOP_AFTER = ("timed_out", "crashed")
+
+
+class StopRule:
+    """Once one of an exercise's calls ends in a kind of `after`, its later calls are not
+    made: each is answered "not_run". Used where calls are made or their outcomes read
+    (the engine's verdict, the worker's exercise runner), one instance per exercise."""
+
+    def __init__(self, after: tuple[str, ...] = STOP_AFTER) -> None:
+        self.after = after
+        self.stopped = False
+
+    def __call__(self, make: Callable[[], Outcome]) -> Outcome:
+        if self.stopped:
+            return Outcome("not_run")
+        outcome = make()
+        self.stopped = outcome.kind in self.after
+        return outcome
+
+
+def guarded_call(fn: Callable, args: dict[str, Any], guard: Guard) -> Outcome:
+    """Call `fn(**args)` inside `guard` and say what happened (`Executor` builds the guard)."""
     kind, value = "timed_out", None
     with guard:
         kind, value = call_learner(fn, args)

@@ -9,9 +9,10 @@ A grade has three steps, in this order:
    with) is computed now, before any learner code runs, and cached by the case's
    content.
 2. Call. The learner's function runs on each check's inputs, one call at a time, each
-   inside a `guard.Guard` (time limit, captured output, answer-code watch, restore and
-   name of side effects, the weights' content included), so every call starts from the
-   model and inputs the grader's numbers were computed on.
+   made by `calls.Executor` (as in classroom grading's worker) inside a `guard.Guard`
+   (time limit, captured output, answer-code watch, restore and name of side effects, the
+   weights' content included), so every call starts from the model and inputs the
+   grader's numbers were computed on; `calls.StopRule` says when the rest are not made.
 3. Judge (trusted). Answers are compared, failures matched against the exercise's known
    mistakes and then the generic diagnoses, and the feedback written.
 """
@@ -28,9 +29,9 @@ import torch
 from circuitlab import progress
 from graders import calls, hints, limits, token_diagnoses
 from graders.declare import Case, Exercise, Mistake
-from graders.calls import Outcome, guarded_call, short
+from graders.calls import Executor, Outcome, Snapshots, StopRule, short
 from graders.diagnoses import Failure, diagnose
-from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
+from graders.guard import CourseCode, Guard
 from graders.inputs import Arguments, content_id
 from graders.models import GradingModel, grading_models
 from graders.results import CaseResult, Result, not_implemented, reads_course_code
@@ -77,7 +78,7 @@ class Grader:
         self._mistaken: dict[tuple[int, str], Any] = {}
         self._arguments: dict[int, Arguments] = {}
         self._forward_s: dict[tuple[str, str], float] = {}
-        self._snapshots: dict[int, Snapshot] = {}
+        self.snapshots = Snapshots()  # kept across grades, like the caches they are of
         self.course = CourseCode(ANSWER_PACKAGES, harness=(__file__, calls.__file__))
 
     @property
@@ -109,12 +110,6 @@ class Grader:
         if id(gm.model) not in self._arguments:
             self._arguments[id(gm.model)] = Arguments(gm.model)
         return self._arguments[id(gm.model)]
-
-    def protected(self, gm: GradingModel, shared: list[tuple[str, Any, Any]]) -> Protected:
-        for _, value, ref in shared:
-            if id(value) not in self._snapshots:
-                self._snapshots[id(value)] = Snapshot(value, lambda ref=ref: self.arguments(gm).fresh_cache(ref))
-        return Protected([(path, self._snapshots[id(value)]) for path, value, _ in shared])
 
     def time_limit(self, exercise: Exercise, reference_s: Optional[float], floor: Optional[float] = None,
                    gm: Optional[GradingModel] = None, inputs: Sequence[Mapping[str, Any]] = ()) -> float:
@@ -173,20 +168,9 @@ class Grader:
         """Compute now what a first check of `exercise` in `mode` would compute before any
         learner call (cases, reference answers, the inputs' caches and their snapshots)."""
         for check in self.plan(exercise, mode):
+            arguments = self.arguments(check.gm)
             for inputs in check.calls:
-                self.protected(check.gm, self.arguments(check.gm).build(inputs)[1])
-
-    # ------------------------------------------------------------ learner calls
-
-    def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float, *,
-             watch: bool, printed: BoundedOutput, content: bool = True) -> Outcome:
-        """One guarded learner call (also used for known mistakes, with `watch` off).
-        `content`: also sum every weight after the call, to catch edits through `.data`
-        (most of a call's overhead on gpt2-small; the declared reference and mistakes,
-        the grader's own code, are spared it)."""
-        args, shared = self.arguments(gm).build(inputs)
-        return guarded_call(fn, args, Guard(gm.model, self.protected(gm, shared), limit,
-                                            self.course if watch else None, printed, content=content))
+                self.snapshots.protect(arguments, arguments.build(inputs)[1])
 
     # ------------------------------------------------------------ the loop
 
@@ -202,14 +186,14 @@ class Grader:
         if not trusted and (uses := self.course.references(fn)):
             return reads_course_code(exercise.name, "; ".join(uses), mode)
         checks = self.plan(exercise, mode, seeds)
-        printed = BoundedOutput()  # everything the learner's calls print, summarised once
-        content = not declared
+        # Summing every weight after each call (most of a call's overhead on gpt2-small) spares
+        # the declared reference and mistakes, the grader's own code.
+        execute = Executor(fn, self.snapshots, course=None if trusted else self.course, content=not declared)
 
         def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
-            return self.call(exercise, fn, check.gm, inputs, check.limit, watch=not trusted, printed=printed,
-                             content=content)
+            return execute(self.arguments(check.gm), inputs, check.limit)
 
-        return self.verdict(exercise, checks, call, mode, printed.note)
+        return self.verdict(exercise, checks, call, mode, execute.printed.note)
 
     def verdict(self, exercise: Exercise, checks: list[Check], call: Callable[[Check, Mapping[str, Any]], Outcome],
                 mode: str, printed: Callable[[], Optional[str]] = lambda: None, *, escalate: bool = True) -> Result:
@@ -220,21 +204,19 @@ class Grader:
         results: list[CaseResult] = []
         failures: list[tuple[Check, Any]] = []
         notes: list[str] = []
-        stopped = False
+        stop = StopRule()
         answered: dict[tuple[str, str], Outcome] = {}  # checks sharing inputs share one call
         for check in checks:
             outcomes = []
             for inputs in check.calls:
                 key = call_key(check.gm, inputs)
                 repeat = any(o is answered.get(key) for o in outcomes)  # asked twice in one check: call again
-                outcome = (Outcome("not_run") if stopped else answered[key] if key in answered and not repeat
-                           else call(check, inputs))
+                outcome = stop(lambda: answered[key] if key in answered and not repeat else call(check, inputs))
                 answered[key] = outcome
                 if outcome.kind == "stub":
                     return not_implemented(exercise.name, mode)
                 if outcome.kind == "course_code":
                     return reads_course_code(exercise.name, outcome.message, mode)
-                stopped |= outcome.kind in ("timed_out", "crashed")
                 notes += [n for n in outcome.notes if n not in notes]
                 outcomes.append(outcome)
             results.append(self._judge(exercise, check, outcomes, failures))
@@ -304,8 +286,8 @@ class Grader:
         """What known mistake `index` answers on `check`'s case (cached; None if it crashes)."""
         key = (index, exercise.case_id(check.gm.key, check.case))
         if key not in self._mistaken:
-            outcome = self.call(exercise, exercise.mistakes[index].fn, check.gm, check.case.inputs,
-                                self.MISTAKE_TIME_LIMIT_S, watch=False, printed=BoundedOutput(), content=False)
+            execute = Executor(exercise.mistakes[index].fn, self.snapshots, content=False)
+            outcome = execute(self.arguments(check.gm), check.case.inputs, self.MISTAKE_TIME_LIMIT_S)
             self._mistaken[key] = outcome.value if outcome.kind == "answer" else None
         return self._mistaken[key]
 

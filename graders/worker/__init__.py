@@ -11,8 +11,9 @@ or an endless loop costs only what it reaches:
 * the cell runner (`cells`) executes the submission's code cells in order, answer cells'
   top-level code included, then forks one exercise runner per exercise;
 * an exercise runner (`exercise`) calls the learner's function on each of the
-  exercise's inputs under `graders.guard`, and sends the outcomes, encoded with
-  `graders.wire`, straight to the supervisor.
+  exercise's inputs with `graders.calls.Executor` (as the in-process engine does) under
+  `graders.calls.StopRule`, and sends the outcomes, encoded with `graders.wire`, straight
+  to the supervisor.
 
 Everything that comes back is untrusted data: the trusted grader decodes it with
 `graders.wire` (no pickle), compares with references it computed itself, and scores.
