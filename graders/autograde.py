@@ -33,7 +33,7 @@ import nbformat
 from circuitlab.saved_results import CHECK_CALL
 from graders import calls, limits, wire
 from graders.calls import Outcome
-from graders.engine import Check, Grader, call_key
+from graders.engine import Check, Grader, call_key, calls_by_check
 from graders.notebooks import is_test_cell
 from graders.guard.timer import wall_seconds
 from graders.registry import exercise as find
@@ -100,12 +100,10 @@ class Autograder:
         for exercise in self.exercises:
             checks = self.grader.plan(exercise, "hidden", self.seeds[exercise.name], floor=SANDBOX_MIN_TIME_LIMIT_S)
             self._checks[exercise.name] = checks
-            seen: dict[tuple[str, str], Call] = {}
-            for check in checks:
-                for inputs in check.calls:
-                    key = call_key(check.gm, inputs)
-                    seen.setdefault(key, Call("/".join(key), check.gm.key, dict(inputs), check.limit))
-            planned.append(ExercisePlan(exercise.name, tuple(seen.values())))
+            # The worker makes each call once; a check that asks for it twice reads one answer.
+            made = {key: Call("/".join(key), check.gm.key, dict(inputs), check.limit)
+                    for check, asked in calls_by_check(checks) for inputs, key, shared in asked if not shared}
+            planned.append(ExercisePlan(exercise.name, tuple(made.values())))
         from circuitlab.loading import default_model
 
         models = tuple((gm.key, gm.weights) for gm in self.grader.models)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -205,13 +205,11 @@ class Grader:
         failures: list[tuple[Check, Any]] = []
         notes: list[str] = []
         stop = StopRule()
-        answered: dict[tuple[str, str], Outcome] = {}  # checks sharing inputs share one call
-        for check in checks:
+        answered: dict[CallKey, Outcome] = {}
+        for check, asked in calls_by_check(checks):
             outcomes = []
-            for inputs in check.calls:
-                key = call_key(check.gm, inputs)
-                repeat = any(o is answered.get(key) for o in outcomes)  # asked twice in one check: call again
-                outcome = stop(lambda: answered[key] if key in answered and not repeat else call(check, inputs))
+            for inputs, key, shared in asked:
+                outcome = stop(lambda: answered[key] if shared else call(check, inputs))
                 answered[key] = outcome
                 if outcome.kind == "stub":
                     return not_implemented(exercise.name, mode)
@@ -310,9 +308,24 @@ class Grader:
         return None
 
 
-def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> tuple[str, str]:
+CallKey = tuple[str, str]  # (model key, the inputs' content_id)
+
+
+def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> CallKey:
     """Which call a check's inputs ask for: equal inputs on one model are one call."""
     return gm.key, content_id(dict(inputs))
+
+
+def calls_by_check(checks: Sequence[Check]) -> Iterator[tuple[Check, list[tuple[Mapping[str, Any], CallKey, bool]]]]:
+    """Each check with its calls as (inputs, call_key, shared): `shared` when an earlier
+    check asked for the same call, so its outcome is reused rather than made again (a
+    check asking twice for one call, to compare two runs, gets two calls)."""
+    earlier: set[CallKey] = set()
+    for check in checks:
+        keys = [call_key(check.gm, inputs) for inputs in check.calls]
+        yield check, [(inputs, key, key in earlier and key not in keys[:i])
+                      for i, (inputs, key) in enumerate(zip(check.calls, keys))]
+        earlier.update(keys)
 
 
 def _cells(compare: Callable, got: Any, expected: Any) -> Optional[tuple[int, int]]:
