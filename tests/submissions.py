@@ -8,8 +8,7 @@ from typing import Mapping, Sequence
 
 import nbformat
 
-from graders.classroom import reference_body
-from graders.notebooks import defined_function
+from graders.notebooks import defined_function, reference_body
 from graders.registry import EXERCISES
 
 HANG = "while True:\n    pass"

@@ -22,8 +22,8 @@ import pytest
 from nbgrader.api import Gradebook
 
 import graders
-from graders.classroom import build, reference_body
-from graders.notebooks import REPO
+from graders.classroom import build
+from graders.notebooks import REPO, reference_body
 from graders.registry import EXERCISES
 from tests.submissions import CRASH, HANG, with_answers
 
