@@ -105,7 +105,9 @@ STOP_AFTER = ("timed_out", "crashed")
 class StopRule:
     """Once one of an exercise's calls ends in a kind of `after`, its later calls are not
     made: each is answered "not_run". Used where calls are made or their outcomes read
-    (the engine's verdict, the worker's exercise runner), one instance per exercise."""
+    (the engine's verdict, the worker's exercise runner), one instance per exercise. One
+    rule serves both: the worker stopped after a time-out only, but its guarded calls never
+    end "crashed" (that is its process dying, which the trusted side reads)."""
 
     def __init__(self, after: tuple[str, ...] = STOP_AFTER) -> None:
         self.after = after
