@@ -159,6 +159,18 @@ def test_an_allocation_past_the_memory_budget_fails_the_call_with_a_message(grad
         assert resource.getrlimit(resource.RLIMIT_AS) == before
 
 
+def test_a_gpu_out_of_memory_is_described_as_the_gpus():
+    """On a GPU the budget (host address space) does not apply: torch raises its own
+    OutOfMemoryError, which the guard describes as the GPU's, not as the call's budget."""
+    from graders.guard.memory import describe_memory_error, is_memory_error
+
+    err = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.25 GiB. GPU 0 has a total capacity of 79 GiB")
+    assert is_memory_error(err) and not is_memory_error(ValueError("out of memory"))
+    message = describe_memory_error(err, 4 << 30)
+    assert message.startswith("your function tried to allocate 20.25 GiB on the GPU, more than it has free")
+    assert "4.29 GB" not in message
+
+
 def test_returning_none_is_named(grader):
     def logit_diff(logits, correct_token, wrong_token):
         logits[0, -1, correct_token] - logits[0, -1, wrong_token]

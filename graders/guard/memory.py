@@ -98,6 +98,11 @@ def is_memory_error(err: BaseException) -> bool:
 
 def describe_memory_error(err: BaseException, room: Optional[int]) -> str:
     """What a failed allocation says to a learner: how much, and what to look for."""
+    on_gpu = re.search(r"out of memory\. Tried to allocate ([\d.]+ [KMGT]iB)", str(err))
+    if on_gpu:  # the GPU's own memory ran out (torch.OutOfMemoryError): the budget is the host's
+        return (f"your function tried to allocate {on_gpu.group(1)} on the GPU, more than it has free. Check the "
+                "shapes your code builds: a transpose or broadcast that keeps a dimension too many multiplies the "
+                "size (e.g. `.T` on a stack of matrices reverses every dimension; `.mT` transposes the last two)")
     asked = re.search(r"tried to allocate (\d+) bytes", str(err))
     size = int(asked.group(1)) if asked else None
     budget = f"the {room / GB:.3g} GB of memory one call may use here" if room else "the memory it may use"
