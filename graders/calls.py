@@ -105,6 +105,10 @@ _EXCEPTION_ADVICE = (
                     "blocks.L.attn.hook_z instead, as chapter 2 explains."),
     ("attn_result", "This model has no per-head hook_result (a native bridge, like real gelu-2l's): patch "
                     "blocks.L.attn.hook_z instead, as chapter 2 explains."),
+    ("appears to not have been used in the graph",
+     "An activation you differentiate does not reach the logit difference in the graph: a hook that returns "
+     "`activations.detach().requires_grad_()` starts a new graph there and cuts every earlier hook off. Keep "
+     "what each hook sees and return it unchanged (the weights require grad, so it is already in the graph)."),
     ("does not require grad", "The chapters and the grader run with autograd switched off "
                               "(torch.set_grad_enabled(False)): switch it on inside your function, around the "
                               "forward pass and the gradient, with `with torch.enable_grad():`."),
