@@ -24,7 +24,7 @@ from typing import Optional
 
 try:
     import resource
-except ImportError:  # not on Windows: no budget there, as before
+except ImportError:  # Windows: no budget there (nor on macOS, which has no /proc/self/statm)
     resource = None
 
 GB = 1e9
