@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
+from graders.guard.memory import describe_memory_error, is_memory_error
 from graders.inputs import Arguments
 
 MAX_MESSAGE = 600  # characters of one feedback message (a learner's repr can be huge)
@@ -133,7 +134,8 @@ def guarded_call(fn: Callable, args: dict[str, Any], guard: Guard) -> Outcome:
         return Outcome("timed_out", message=(
             f"{guard.timer.describe()}: look for an endless loop, or a loop over something the "
             "exercise lets you do in one batched call"), notes=notes)
-    outcome = Outcome(kind, value) if kind != "raised" else Outcome(kind, message=describe_exception(value, fn))
+    outcome = (Outcome(kind, value) if kind != "raised"
+               else Outcome(kind, message=describe_exception(value, fn, guard.memory.room)))
     outcome.notes, outcome.damage = notes, [f"your function {n}" for n in guard.damage]
     if outcome.kind == "answer" and (shared_with := guard.aliases(outcome.value)) is not None:
         outcome.message = (f"returned a tensor that shares memory with {shared_with}; return a new tensor "
@@ -142,11 +144,15 @@ def guarded_call(fn: Callable, args: dict[str, Any], guard: Guard) -> Outcome:
     return outcome
 
 
-def describe_exception(err: BaseException, fn: Callable) -> str:
+def describe_exception(err: BaseException, fn: Callable, memory_room: Optional[int] = None) -> str:
+    """`memory_room`: the bytes the call was allowed to allocate, when a budget was set."""
     if isinstance(err, SystemExit):
         return "your function called exit(); return a value instead"
     code = getattr(fn, "__code__", None)
     own = [f for f in traceback.extract_tb(err.__traceback__) if code is not None and f.filename == code.co_filename]
+    if is_memory_error(err):
+        where = f"\n  at line {own[-1].lineno} in {own[-1].name}: {(own[-1].line or '').strip()}" if own else ""
+        return describe_memory_error(err, memory_room) + where
     try:
         message = f"{type(err).__name__}: {short(str(err))}"
     except Exception:  # an exception whose str() fails
@@ -171,6 +177,10 @@ _EXCEPTION_ADVICE = (
                     "blocks.L.attn.hook_z instead, as chapter 2 explains."),
     ("attn_result", "This model has no per-head hook_result (a native bridge, like real gelu-2l's): patch "
                     "blocks.L.attn.hook_z instead, as chapter 2 explains."),
+    ("appears to not have been used in the graph",
+     "An activation you differentiate does not reach the logit difference in the graph: a hook that returns "
+     "`activations.detach().requires_grad_()` starts a new graph there and cuts every earlier hook off. Keep "
+     "what each hook sees and return it unchanged (the weights require grad, so it is already in the graph)."),
     ("does not require grad", "The chapters and the grader run with autograd switched off "
                               "(torch.set_grad_enabled(False)): switch it on inside your function, around the "
                               "forward pass and the gradient, with `with torch.enable_grad():`."),
