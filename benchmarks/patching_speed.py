@@ -11,7 +11,7 @@ than --tl-cells, TL runs a random sample of that many cells and its time is scal
 all cells (marked "~"). Then it times every exercise's check: the first check (which
 computes and caches the reference answers), repeated checks (which only run the
 learner's function; an honest copy of the readable reference stands in for the
-learner) and the public checks of the student release.
+learner) and the public checks of the student release (--checks NAME ... for some only).
 
 The attribution section (chapter 5) times, for gpt2-small's shape on the tutorial prompt
 and on a prompt pair of about 100 tokens, each exact sweep (ours and TL's) against its
@@ -47,6 +47,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each of our sweeps (median)")
     parser.add_argument("--skip-graders", action="store_true", help="only the sweeps")
     parser.add_argument("--skip-sweeps", action="store_true", help="only the checks")
+    parser.add_argument("--checks", nargs="+", metavar="EXERCISE", help="time only these exercises' checks")
     parser.add_argument("--skip-attribution", action="store_true", help="no attribution-vs-exact section")
     parser.add_argument("--long-tokens", type=int, default=100, help="length of the long prompt pair (at least)")
     parser.add_argument("--sample-cells", type=int, default=300, help="most cells our exact sweep runs per sweep")
@@ -307,7 +308,12 @@ def bench_graders() -> None:
     print(f"{'exercise':28s} {'first check':>12s} {'median repeat':>14s} {'public repeat':>14s}")
     per_chapter: dict[str, float] = {}
     slowest = ("", 0.0)
+    unknown = set(ARGS.checks or ()) - set(EXERCISES)
+    if unknown:
+        raise SystemExit(f"--checks: no exercise named {', '.join(sorted(unknown))}")
     for name, exercise in EXERCISES.items():
+        if ARGS.checks and name not in ARGS.checks:
+            continue
         learner = readable_reference(exercise)
         first, result = _seconds(lambda: graders.grade(name, learner, mode="full"))
         assert result.passed, result.feedback

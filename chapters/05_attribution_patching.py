@@ -118,6 +118,13 @@ print(" | ".join(position_labels(str_tokens)))
 # A detail from chapter 1 matters here: inside a hook, `hook.name` can be the bridge's
 # own name for the point (`blocks.0.hook_in` for `blocks.0.hook_resid_pre`). Keep what
 # a hook sees under the name *you* asked for.
+#
+# Keep it, and return it, **as it is**. The bridge's weights require grad, so what a
+# hook sees is already part of the graph. A hook that returns
+# `activations.detach().requires_grad_()` starts a new graph at that point: every hook
+# before it loses the paths that run through it (for the residual stream, all of them,
+# and `torch.autograd.grad` raises; for a layer-0 head, its paths through the later
+# layers' heads, and the numbers come out quietly wrong).
 
 # %%
 hart, carroll = model.to_single_token(" Hart"), model.to_single_token(" Carroll")

@@ -33,12 +33,12 @@ import nbformat
 from circuitlab.saved_results import CHECK_CALL
 from circuitlab_graders import calls, limits, wire
 from circuitlab_graders.calls import Outcome
-from circuitlab_graders.engine import Check, Grader, call_key
+from circuitlab_graders.engine import Check, Grader, call_key, calls_by_check
 from circuitlab_graders.notebooks import is_test_cell
 from circuitlab_graders.guard.timer import wall_seconds
 from circuitlab_graders.registry import exercise as find
 from circuitlab_graders.results import Result
-from circuitlab_graders.worker import STAGED
+from circuitlab_graders.worker import STAGED, reports
 from circuitlab_graders.worker.plan import Call, ExercisePlan, Plan
 from circuitlab_graders.worker.preload import PLAN_ENV
 
@@ -100,12 +100,10 @@ class Autograder:
         for exercise in self.exercises:
             checks = self.grader.plan(exercise, "hidden", self.seeds[exercise.name], floor=SANDBOX_MIN_TIME_LIMIT_S)
             self._checks[exercise.name] = checks
-            seen: dict[tuple[str, str], Call] = {}
-            for check in checks:
-                for inputs in check.calls:
-                    key = call_key(check.gm, inputs)
-                    seen.setdefault(key, Call("/".join(key), check.gm.key, dict(inputs), check.limit))
-            planned.append(ExercisePlan(exercise.name, tuple(seen.values())))
+            # The worker makes each call once; a check that asks for it twice reads one answer.
+            made = {key: Call("/".join(key), check.gm.key, dict(inputs), check.limit)
+                    for check, asked in calls_by_check(checks) for inputs, key, shared in asked if not shared}
+            planned.append(ExercisePlan(exercise.name, tuple(made.values())))
         from circuitlab.loading import default_model
 
         models = tuple((gm.key, gm.weights) for gm in self.grader.models)
@@ -194,7 +192,7 @@ def _answered(entry: Any, fallback: str) -> Callable[[Check, Mapping[str, Any]],
         if not isinstance(entry, dict):
             return Outcome("crashed", message=calls.short(fallback))
         if "failed" in entry:
-            kind = {"timeout": "timeout", "missing": "raised"}.get(str(entry["failed"]), "crashed")
+            kind = str(entry["failed"]) if entry["failed"] in reports.FAILED else "crashed"  # untrusted: checked
             return Outcome(kind, message=calls.short(str(entry.get("message", ""))))
         got = entry.get("calls", {}).get("/".join(call_key(check.gm, inputs))) if isinstance(entry.get("calls"), dict) else None
         if not isinstance(got, dict) or got.get("kind") not in calls.KINDS:

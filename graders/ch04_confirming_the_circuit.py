@@ -162,9 +162,24 @@ def _handmade_circuits() -> dict[str, Tensor]:
     }
 
 
+def _reversed_stack(answer, inputs: dict) -> Optional[str]:
+    """The shape `.T` on the stack of receiver matrices gives ([senders, d_model] instead of
+    [senders, receivers]), named: `.T` reverses every dimension of a 3-D tensor."""
+    name = next(key for key in inputs if key != "sender_ov")
+    sender, receiver = inputs["sender_ov"], inputs[name]
+    wrong = (sender.shape[0], receiver.shape[-1])
+    if not isinstance(answer, torch.Tensor) or tuple(answer.shape) != wrong or wrong[1] == receiver.shape[0]:
+        return None
+    return (f"shape {list(wrong)} ([n_senders, d_model]), not [n_senders, n_receivers] = "
+            f"{[sender.shape[0], receiver.shape[0]]}: that is what `{name}.T` gives, since on a stack of matrices "
+            "`.T` reverses every dimension ([d_model, d_model, n_receivers]); transpose each matrix with "
+            f"`{name}.mT` (or `.transpose(-2, -1)`)")
+
+
 def _circuit_properties(receiver: str, expected: list[list[float]], story: str):
     """Hand-made heads whose scores the chapter's formulas fix, and the model's own
-    heads, whose scores must lie between 0 and 1."""
+    heads, whose scores must lie between 0 and 1. An answer shaped by `.T` on the
+    receivers' stack is named as such."""
 
     def properties(gm: GradingModel) -> list[Property]:
         circuits = _handmade_circuits()
@@ -172,16 +187,18 @@ def _circuit_properties(receiver: str, expected: list[list[float]], story: str):
         with torch.no_grad():
             real = {"sender_ov": model.OV[0].AB, receiver: (model.QK if receiver == "receiver_qk" else model.OV)[1].AB}
         shape = (model.cfg.n_heads, model.cfg.n_heads)
+        handmade = {"sender_ov": circuits["sender_ov"], receiver: circuits[receiver]}
 
         def bounded(answers: list) -> Optional[str]:
-            if (problem := shaped(answers[0], shape)) is not None:
+            if (problem := _reversed_stack(answers[0], real) or shaped(answers[0], shape)) is not None:
                 return problem
             inside = (answers[0] >= 0) & (answers[0] <= 1 + 1e-5)
             return None if bool(inside.all()) else "a composition score outside [0, 1]"
 
         return [
-            Property(f"hand-made heads: {story}", ({"sender_ov": circuits["sender_ov"], receiver: circuits[receiver]},),
-                     lambda a: close(a[0], torch.tensor(expected), "[sender, receiver] scores")),
+            Property(f"hand-made heads: {story}", (handmade,),
+                     lambda a: _reversed_stack(a[0], handmade)
+                     or close(a[0], torch.tensor(expected), "[sender, receiver] scores")),
             Property(f"the model's heads: shape {list(shape)}, every score between 0 and 1", (real,), bounded),
         ]
 

@@ -14,7 +14,7 @@ solutions/mistakes/ch05_attribution_patching.py.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -100,6 +100,59 @@ ATTRIBUTION_PATCHING_RESID = Exercise(
 
 # ---------------------------------------------------------------- attribution_patching_heads
 
+FD_EPS = 0.01  # the nudge of the finite difference: the references match it to 1e-4 on every grading model
+_FIRST_ORDER: dict[tuple, float] = {}  # (model key, prompts, layer) -> its first-order change, once per session
+
+
+def _first_order_change(gm: GradingModel, pair: PatchingCase, layer: int) -> float:
+    """d(logit diff)/d(eps) at eps = 0 when every head of `layer` moves a fraction eps of the
+    way from its clean z to its corrupt z: a central finite difference of the exact patch,
+    which is what the estimates of that layer's heads add up to. Two passes: the corrupt
+    run, then the clean prompt twice in one batch, nudged by +eps and -eps."""
+    key = (gm.key, pair.clean_prompt, pair.corrupt_prompt, pair.clean_answer, pair.corrupt_answer, layer)
+    if key not in _FIRST_ORDER:
+        model = gm.model
+        name = f"blocks.{layer}.attn.hook_z"
+        good, bad = model.to_single_token(pair.clean_answer), model.to_single_token(pair.corrupt_answer)
+        with torch.no_grad():
+            _, corrupt = model.run_with_cache(pair.corrupt_prompt, names_filter=name)
+            eps = torch.tensor([FD_EPS, -FD_EPS])[:, None, None, None]
+
+            def nudge(act, hook):
+                return act + eps.to(act.device, act.dtype) * (corrupt[name] - act)
+
+            final = model.run_with_hooks(model.to_tokens([pair.clean_prompt] * 2), fwd_hooks=[(name, nudge)])[:, -1]
+            diffs = final[:, good] - final[:, bad]
+        _FIRST_ORDER[key] = ((diffs[0] - diffs[1]) / (2 * FD_EPS)).item()
+    return _FIRST_ORDER[key]
+
+
+def _layer_0_adds_up(gm: GradingModel, pair: PatchingCase, baseline: float, shape: tuple,
+                     layer_0_change: Callable[[Tensor], Tensor]) -> Property:
+    """Layer 0's estimates, summed (`layer_0_change` picks their changes from the answer),
+    equal the first-order change of patching all of layer 0's heads. A gradient that misses
+    the paths through later heads (every hook detached) breaks it on every grading model."""
+    expected = _first_order_change(gm, pair, 0)
+
+    def holds(answers: list) -> Optional[str]:
+        if (problem := kit.tensor_of(shape).problem(answers[0])) is not None:
+            return problem
+        got = float(layer_0_change(answers[0].detach().cpu().double() - baseline).sum())
+        if abs(got - expected) <= 2e-3 + 2e-2 * abs(expected):
+            return None
+        return (f"layer 0's estimated changes add up to {got:.4g}, but the first-order change of patching all of "
+                f"layer 0's heads (a finite difference of the exact patch) is {expected:.4g}: the gradient at a "
+                "layer-0 head must include its paths through the later layers' heads (a hook that returns "
+                "`activations.detach().requires_grad_()` cuts them)")
+
+    return Property("layer 0's estimates add up to the first-order change of patching all its heads",
+                    (kit.pair_args(pair),), holds)
+
+
+def _heads_extra(gm: GradingModel, pair: PatchingCase, baseline: float, shape: tuple) -> list[Property]:
+    return [_layer_0_adds_up(gm, pair, baseline, shape, lambda change: change[0])]
+
+
 ATTRIBUTION_PATCHING_HEADS = Exercise(
     name="attribution_patching_heads",
     hint=(
@@ -111,7 +164,7 @@ ATTRIBUTION_PATCHING_HEADS = Exercise(
     section="The estimate for every head",
     cases=_cases,
     compare=kit.FORWARD,
-    properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads)),
+    properties=_attribution_properties(lambda n_layers, n_heads, n_pos: (n_layers, n_heads), _heads_extra),
 )
 
 
@@ -121,9 +174,11 @@ def _head_by_position_extra(gm: GradingModel, pair: PatchingCase, baseline: floa
     first = int(_changed(gm, pair).nonzero()[0])
     args = (kit.pair_args(pair),)
     # Attention is causal: before the first changed token, z is the same in both runs.
+    n_heads = gm.model.cfg.n_heads
     return [Property(f"no change before the first differing token (position {first})", args, lambda a: kit.tensor_of(shape).problem(
         a[0]) or close(a[0][:, :first], torch.full((shape[0], first), baseline), f"columns 0 to {first - 1}",
-                              atol=1e-3))]
+                              atol=1e-3)),
+            _layer_0_adds_up(gm, pair, baseline, shape, lambda change: change[:n_heads])]
 
 
 ATTRIBUTION_PATCHING_HEAD_BY_POSITION = Exercise(

@@ -8,7 +8,7 @@
 
 Exercise cells become autograded answer cells whose reference body sits between
 `### BEGIN SOLUTION` and `### END SOLUTION` (nbgrader swaps it for a stub in the
-release). Check cells become locked autograder tests worth points; in a student's
+release; `circuitlab_graders.notebooks.answer_source` puts it there, as for `render`). Check cells become locked autograder tests worth points; in a student's
 release they run the public checks. At autograde nothing in them runs: the course's
 config makes nbgrader grade each submission with `circuitlab_graders.nbgrader_plugin.SandboxExecute`,
 which runs the student's code in a sandbox and judges it on hidden seeds. Before writing,
@@ -18,12 +18,9 @@ references.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import math
 import random
 import secrets
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +30,7 @@ import nbformat
 
 from circuitlab_graders import limits
 from circuitlab_graders.course_secrets import CourseSecrets
-from circuitlab_graders.notebooks import CHECK_CALL, is_test_cell, read_notebook, select_chapters, solutions_module
+from circuitlab_graders.notebooks import CHECK_CALL, answer_source, is_test_cell, read_notebook, select_chapters, solutions_module
 
 COURSE_ID = "circuitlab"
 SCHEMA_VERSION = 3  # nbgrader's cell metadata format
@@ -69,41 +66,6 @@ def _meta(grade_id: str, *, grade: bool, solution: bool, locked: bool, points: O
     if points is not None:
         meta["points"] = points
     return meta
-
-
-def _is_stub(node: ast.FunctionDef) -> bool:
-    body = node.body[1:] if ast.get_docstring(node) is not None else node.body
-    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
-        return False
-    exc = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
-    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
-
-
-def reference_body(fn) -> list[str]:
-    """The reference's body without its signature and docstring, dedented."""
-    source = textwrap.dedent(inspect.getsource(fn))
-    node = ast.parse(source).body[0]
-    lines = source.split("\n")
-    doc = node.body[0] if ast.get_docstring(node) is not None else None
-    start = doc.end_lineno if doc is not None else node.body[0].lineno - 1
-    return textwrap.dedent("\n".join(lines[start:node.end_lineno])).strip("\n").split("\n")
-
-
-def answer_source(stub_source: str, solutions) -> tuple[str, list[str]]:
-    """The exercise cell with each stub's `raise NotImplementedError` replaced by the
-    reference body inside a solution region; also the exercise names."""
-    tree = ast.parse(stub_source)
-    stubs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and _is_stub(node)]
-    if not stubs:
-        raise ValueError(f"an exercise cell without a stub function:\n{stub_source}")
-    lines = stub_source.split("\n")
-    for node in sorted(stubs, key=lambda n: n.lineno, reverse=True):
-        raise_line = node.body[-1].lineno - 1
-        indent = lines[raise_line][: len(lines[raise_line]) - len(lines[raise_line].lstrip())]
-        body = [indent + line if line else "" for line in reference_body(getattr(solutions, node.name))]
-        lines[raise_line: node.body[-1].end_lineno] = [
-            indent + "### BEGIN SOLUTION", *body, indent + "### END SOLUTION"]
-    return "\n".join(lines), [node.name for node in stubs]
 
 
 def source_notebook(chapter: Path, rng: random.Random) -> Assignment:

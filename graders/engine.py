@@ -9,9 +9,10 @@ A grade has three steps, in this order:
    with) is computed now, before any learner code runs, and cached by the case's
    content.
 2. Call. The learner's function runs on each check's inputs, one call at a time, each
-   inside a `guard.Guard` (time limit, captured output, answer-code watch, restore and
-   name of side effects, the weights' content included), so every call starts from the
-   model and inputs the grader's numbers were computed on.
+   made by `calls.Executor` (as in classroom grading's worker) inside a `guard.Guard`
+   (time limit, captured output, answer-code watch, restore and name of side effects, the
+   weights' content included), so every call starts from the model and inputs the
+   grader's numbers were computed on; `calls.StopRule` says when the rest are not made.
 3. Judge (trusted). Answers are compared, failures matched against the exercise's known
    mistakes and then the generic diagnoses, and the feedback written.
 """
@@ -21,16 +22,16 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
 from circuitlab import progress
 from circuitlab_graders import calls, hints, limits, token_diagnoses
 from circuitlab_graders.declare import Case, Exercise, Mistake
-from circuitlab_graders.calls import Outcome, guarded_call, short
+from circuitlab_graders.calls import Executor, Outcome, Snapshots, StopRule, short
 from circuitlab_graders.diagnoses import Failure, diagnose
-from circuitlab_graders.guard import BoundedOutput, CourseCode, Guard, Protected, Snapshot
+from circuitlab_graders.guard import CourseCode, Guard
 from circuitlab_graders.inputs import Arguments, content_id
 from circuitlab_graders.models import GradingModel, grading_models
 from circuitlab_graders.results import CaseResult, Result, not_implemented, reads_course_code
@@ -77,7 +78,7 @@ class Grader:
         self._mistaken: dict[tuple[int, str], Any] = {}
         self._arguments: dict[int, Arguments] = {}
         self._forward_s: dict[tuple[str, str], float] = {}
-        self._snapshots: dict[int, Snapshot] = {}
+        self.snapshots = Snapshots()  # kept across grades, like the caches they are of
         self.course = CourseCode(ANSWER_PACKAGES, harness=(__file__, calls.__file__))
 
     @property
@@ -109,12 +110,6 @@ class Grader:
         if id(gm.model) not in self._arguments:
             self._arguments[id(gm.model)] = Arguments(gm.model)
         return self._arguments[id(gm.model)]
-
-    def protected(self, gm: GradingModel, shared: list[tuple[str, Any, Any]]) -> Protected:
-        for _, value, ref in shared:
-            if id(value) not in self._snapshots:
-                self._snapshots[id(value)] = Snapshot(value, lambda ref=ref: self.arguments(gm).fresh_cache(ref))
-        return Protected([(path, self._snapshots[id(value)]) for path, value, _ in shared])
 
     def time_limit(self, exercise: Exercise, reference_s: Optional[float], floor: Optional[float] = None,
                    gm: Optional[GradingModel] = None, inputs: Sequence[Mapping[str, Any]] = ()) -> float:
@@ -173,20 +168,9 @@ class Grader:
         """Compute now what a first check of `exercise` in `mode` would compute before any
         learner call (cases, reference answers, the inputs' caches and their snapshots)."""
         for check in self.plan(exercise, mode):
+            arguments = self.arguments(check.gm)
             for inputs in check.calls:
-                self.protected(check.gm, self.arguments(check.gm).build(inputs)[1])
-
-    # ------------------------------------------------------------ learner calls
-
-    def call(self, exercise: Exercise, fn: Callable, gm: GradingModel, inputs: Mapping[str, Any], limit: float, *,
-             watch: bool, printed: BoundedOutput, content: bool = True) -> Outcome:
-        """One guarded learner call (also used for known mistakes, with `watch` off).
-        `content`: also sum every weight after the call, to catch edits through `.data`
-        (most of a call's overhead on gpt2-small; the declared reference and mistakes,
-        the grader's own code, are spared it)."""
-        args, shared = self.arguments(gm).build(inputs)
-        return guarded_call(fn, args, Guard(gm.model, self.protected(gm, shared), limit,
-                                            self.course if watch else None, printed, content=content))
+                self.snapshots.protect(arguments, arguments.build(inputs)[1])
 
     # ------------------------------------------------------------ the loop
 
@@ -202,14 +186,14 @@ class Grader:
         if not trusted and (uses := self.course.references(fn)):
             return reads_course_code(exercise.name, "; ".join(uses), mode)
         checks = self.plan(exercise, mode, seeds)
-        printed = BoundedOutput()  # everything the learner's calls print, summarised once
-        content = not declared
+        # Summing every weight after each call (most of a call's overhead on gpt2-small) spares
+        # the declared reference and mistakes, the grader's own code.
+        execute = Executor(fn, self.snapshots, course=None if trusted else self.course, content=not declared)
 
         def call(check: Check, inputs: Mapping[str, Any]) -> Outcome:
-            return self.call(exercise, fn, check.gm, inputs, check.limit, watch=not trusted, printed=printed,
-                             content=content)
+            return execute(self.arguments(check.gm), inputs, check.limit)
 
-        return self.verdict(exercise, checks, call, mode, printed.note)
+        return self.verdict(exercise, checks, call, mode, execute.printed.note)
 
     def verdict(self, exercise: Exercise, checks: list[Check], call: Callable[[Check, Mapping[str, Any]], Outcome],
                 mode: str, printed: Callable[[], Optional[str]] = lambda: None, *, escalate: bool = True) -> Result:
@@ -220,21 +204,17 @@ class Grader:
         results: list[CaseResult] = []
         failures: list[tuple[Check, Any]] = []
         notes: list[str] = []
-        stopped = False
-        answered: dict[tuple[str, str], Outcome] = {}  # checks sharing inputs share one call
-        for check in checks:
+        stop = StopRule()
+        answered: dict[CallKey, Outcome] = {}
+        for check, asked in calls_by_check(checks):
             outcomes = []
-            for inputs in check.calls:
-                key = call_key(check.gm, inputs)
-                repeat = any(o is answered.get(key) for o in outcomes)  # asked twice in one check: call again
-                outcome = (Outcome("not_run") if stopped else answered[key] if key in answered and not repeat
-                           else call(check, inputs))
+            for inputs, key, shared in asked:
+                outcome = stop(lambda: answered[key] if shared else call(check, inputs))
                 answered[key] = outcome
                 if outcome.kind == "stub":
                     return not_implemented(exercise.name, mode)
                 if outcome.kind == "course_code":
                     return reads_course_code(exercise.name, outcome.message, mode)
-                stopped |= outcome.kind in ("timeout", "crashed")
                 notes += [n for n in outcome.notes if n not in notes]
                 outcomes.append(outcome)
             results.append(self._judge(exercise, check, outcomes, failures))
@@ -271,7 +251,7 @@ class Grader:
         broken = next((o for o in outcomes if o.kind != "answer"), None)
         if broken is not None:
             message = ("not run: an earlier case ran out of time or crashed" if broken.kind == "not_run"
-                       else f"did not finish: {broken.message}" if broken.kind in ("timeout", "crashed")
+                       else f"did not finish: {broken.message}" if broken.kind in ("timed_out", "crashed")
                        else broken.message)
             return CaseResult(label, check.label, False, short(message))
         answers = [o.value for o in outcomes]
@@ -304,8 +284,8 @@ class Grader:
         """What known mistake `index` answers on `check`'s case (cached; None if it crashes)."""
         key = (index, exercise.case_id(check.gm.key, check.case))
         if key not in self._mistaken:
-            outcome = self.call(exercise, exercise.mistakes[index].fn, check.gm, check.case.inputs,
-                                self.MISTAKE_TIME_LIMIT_S, watch=False, printed=BoundedOutput(), content=False)
+            execute = Executor(exercise.mistakes[index].fn, self.snapshots, content=False)
+            outcome = execute(self.arguments(check.gm), check.case.inputs, self.MISTAKE_TIME_LIMIT_S)
             self._mistaken[key] = outcome.value if outcome.kind == "answer" else None
         return self._mistaken[key]
 
@@ -328,9 +308,24 @@ class Grader:
         return None
 
 
-def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> tuple[str, str]:
+CallKey = tuple[str, str]  # (model key, the inputs' content_id)
+
+
+def call_key(gm: GradingModel, inputs: Mapping[str, Any]) -> CallKey:
     """Which call a check's inputs ask for: equal inputs on one model are one call."""
     return gm.key, content_id(dict(inputs))
+
+
+def calls_by_check(checks: Sequence[Check]) -> Iterator[tuple[Check, list[tuple[Mapping[str, Any], CallKey, bool]]]]:
+    """Each check with its calls as (inputs, call_key, shared): `shared` when an earlier
+    check asked for the same call, so its outcome is reused rather than made again (a
+    check asking twice for one call, to compare two runs, gets two calls)."""
+    earlier: set[CallKey] = set()
+    for check in checks:
+        keys = [call_key(check.gm, inputs) for inputs in check.calls]
+        yield check, [(inputs, key, key in earlier and key not in keys[:i])
+                      for i, (inputs, key) in enumerate(zip(check.calls, keys))]
+        earlier.update(keys)
 
 
 def _cells(compare: Callable, got: Any, expected: Any) -> Optional[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Every time limit of grading, in one place, each with its reason.
+"""Every time and memory limit of grading, in one place, each with its reason.
 
 Stdlib only, no imports: the sandboxed worker imports it too (graders.worker.STAGED).
 Where a test lowers a limit it patches the name its user reads (Grader.MIN_TIME_LIMIT_S,
@@ -20,6 +20,18 @@ LOOP_SLOWDOWN = 5.0
 PUBLIC_CALL_S = 60.0  # per call where there is no reference to time (public mode)
 JUDGE_S = 10.0  # comparing what a call returned (a learner's value may run its own __eq__)
 MISTAKE_CALL_S = 60.0  # a known mistake's answer on a failed case, to name the mistake
+
+# ---------------------------------------------------------------- memory, per learner call (graders.guard.memory)
+
+# Address space one learner call may add to its process (a soft RLIMIT_AS, in a notebook and
+# in the sandbox alike): past it an allocation raises inside the call, which fails with a
+# message, instead of the OOM killer ending the kernel, the grader or the classroom worker.
+# Measured: `.T` for `.mT` in k_composition_scores asks for one 21.7 GB tensor on gpt2-small
+# (4.3 GB on gelu-2l), and grading it on a 24 GiB machine got the process killed; the
+# reference asks for about 1 GB there. The classroom sandbox's job limit
+# (graders.sandbox.limits.Limits.memory) is this same number, counted from the zygote's size:
+# there it is the tighter of the two, and a call's message says the room it had.
+CALL_MEMORY_BYTES = 4 << 30
 
 # ---------------------------------------------------------------- classroom grading (graders.autograde, worker/, sandbox/)
 

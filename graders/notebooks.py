@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -77,14 +78,52 @@ def defined_function(source: str) -> Optional[str]:
 
 
 def fill_with_solutions(nb: nbformat.NotebookNode, chapter: Path) -> nbformat.NotebookNode:
-    """A copy of `nb` whose exercise cells hold the reference implementations."""
+    """A copy of `nb` whose exercise cells hold the reference implementations, put in by
+    `answer_source` as in the classroom's source notebooks."""
     module = solutions_module(chapter)
     filled = nbformat.from_dict(json.loads(json.dumps(nb)))
     for cell in filled.cells:
         if "exercise" in cell.metadata.get("tags", []):
-            name = defined_function(cell.source)
-            cell.source = inspect.getsource(getattr(module, name)).rstrip()
+            cell.source, _ = answer_source(cell.source, module)
     return filled
+
+
+def _is_stub(node: ast.FunctionDef) -> bool:
+    body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+    if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
+        return False
+    exc = body[0].exc.func if isinstance(body[0].exc, ast.Call) else body[0].exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def reference_body(fn) -> list[str]:
+    """The reference's body without its signature and docstring, dedented."""
+    source = textwrap.dedent(inspect.getsource(fn))
+    node = ast.parse(source).body[0]
+    lines = source.split("\n")
+    doc = node.body[0] if ast.get_docstring(node) is not None else None
+    start = doc.end_lineno if doc is not None else node.body[0].lineno - 1
+    return textwrap.dedent("\n".join(lines[start:node.end_lineno])).strip("\n").split("\n")
+
+
+def answer_source(stub_source: str, solutions) -> tuple[str, list[str]]:
+    """The one way references go into notebooks: the exercise cell with each stub's `raise
+    NotImplementedError` replaced by the reference body inside nbgrader's solution region
+    (the classroom's release swaps it back for the stub; elsewhere the markers are comments),
+    keeping the stub's signature, docstring and whatever else the cell holds; also the
+    exercise names."""
+    tree = ast.parse(stub_source)
+    stubs = [node for node in tree.body if isinstance(node, ast.FunctionDef) and _is_stub(node)]
+    if not stubs:
+        raise ValueError(f"an exercise cell without a stub function:\n{stub_source}")
+    lines = stub_source.split("\n")
+    for node in sorted(stubs, key=lambda n: n.lineno, reverse=True):
+        raise_line = node.body[-1].lineno - 1
+        indent = lines[raise_line][: len(lines[raise_line]) - len(lines[raise_line].lstrip())]
+        body = [indent + line if line else "" for line in reference_body(getattr(solutions, node.name))]
+        lines[raise_line: node.body[-1].end_lineno] = [
+            indent + "### BEGIN SOLUTION", *body, indent + "### END SOLUTION"]
+    return "\n".join(lines), [node.name for node in stubs]
 
 
 @dataclass

@@ -8,8 +8,7 @@ from typing import Mapping, Sequence
 
 import nbformat
 
-from circuitlab_graders.classroom import reference_body
-from circuitlab_graders.notebooks import defined_function
+from circuitlab_graders.notebooks import defined_function, reference_body
 from circuitlab_graders.registry import EXERCISES
 
 HANG = "while True:\n    pass"

@@ -289,6 +289,38 @@ def learner_without_enable_grad():
     return namespace["attribution_patching_heads"]
 
 
+def learner_detaching_every_hook(name: str):
+    """The reference's body with every hook returning a detached leaf
+    (`activations.detach().requires_grad_(True)`, unconditionally)."""
+    import inspect
+
+    body = inspect.getsource(getattr(ref, name)).replace("if not activations.requires_grad:", "if True:")
+    namespace = {"__name__": "learner", "torch": torch, "Tensor": torch.Tensor}
+    exec(compile(body, "<learner>", "exec"), namespace)
+    return namespace[name]
+
+
+def test_detaching_every_hooked_activation_is_named():
+    """Each detached hook starts a new graph. The residual stream's earlier rows then have
+    no path to the logit difference and autograd raises: the feedback says why. The heads'
+    estimates lose their paths through later heads: the declared mistake names it, and in
+    public mode a finite difference of the exact patch catches it."""
+    result = graders.grade(RESID, learner_detaching_every_hook(RESID), mode="full")
+    assert not result.passed and result.score == 0.0
+    assert "appears to not have been used in the graph" in result.feedback
+    assert "a hook that returns `activations.detach().requires_grad_()` starts a new graph there" in result.feedback
+    result = graders.grade(HEADS, learner_detaching_every_hook(HEADS), mode="full")
+    assert not result.passed and result.score < 1.0
+    assert "It looks like you detached every hooked activation" in result.feedback, result.feedback
+    # Public mode: layer 0's estimates no longer add up to a finite difference of the exact patch.
+    result = graders.grade(HEADS, learner_detaching_every_hook(HEADS), mode="public")
+    assert not result.passed and result.score < 1.0
+    failed = [case for case in result.cases if not case.passed]
+    assert failed and all(c.label.startswith("layer 0's estimates add up to the first-order change") for c in failed)
+    assert {c.model for c in failed} == {c.model for c in result.cases}  # on every grading model
+    assert "(a hook that returns `activations.detach().requires_grad_()` cuts them)" in result.feedback
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_forgetting_enable_grad_fails_every_check_as_it_fails_in_the_notebook(mode):
     """The notebook runs with autograd off, and so does every call the grader makes: a

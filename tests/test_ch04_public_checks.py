@@ -46,3 +46,24 @@ def test_a_wrong_answer_breaks_a_property(name, grader):
 
 def test_every_chapter_4_exercise_has_a_wrong_answer_here():
     assert sorted(WRONG) == sorted(n for n, ex in EXERCISES.items() if ex.chapter == "04_confirming_the_circuit")
+
+
+@pytest.mark.parametrize("mode", ["full", "public"])
+def test_dot_t_on_the_stack_of_receivers_is_named(mode, grader):
+    """The chapter's one-matrix `QK_r.T`, written on the stack: `.T` reverses all three
+    dimensions. On gpt2-small the call asks for 21.7 GB and fails within its memory budget;
+    the cases it answers are named, in full mode by the declared mistake, in public mode by
+    the hand-made heads' property."""
+
+    def k_composition_scores(sender_ov, receiver_qk):
+        left, right = sender_ov[:, None], receiver_qk.T[None]
+        return (left @ right).norm(dim=(-2, -1)) / (left.norm(dim=(-2, -1)) * right.norm(dim=(-2, -1)))
+
+    result = grader.grade(EXERCISES["k_composition_scores"], k_composition_scores, mode)
+    assert not result.passed and result.score == 0.0
+    named = {"full": "It looks like you transposed the stack of receiver QKs with `.T`, which reverses every dimension",
+             "public": "shape [2, 8] ([n_senders, d_model]), not [n_senders, n_receivers] = [2, 3]: that is what "
+                       "`receiver_qk.T` gives"}[mode]
+    assert named in result.feedback and "`receiver_qk.mT`" in result.feedback, result.feedback
+    on_gpt2 = [case.message for case in result.cases if case.model.startswith("gpt2-small") and "model's" in case.label]
+    assert on_gpt2 and all("tried to allocate a tensor of 21.7 GB" in m for m in on_gpt2), on_gpt2

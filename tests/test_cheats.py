@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from circuitlab_graders.notebooks import read_notebook, select_chapters
-from tests.submissions import CRASH, HANG, with_answers
+from tests.submissions import CRASH, HANG, body_of, with_answers
 
 CH00 = ["next_token_prediction", "top_tokens_by_unembed_bias", "logit_diff"]
 HONEST = {name: "ref" for name in CH00}
@@ -136,6 +136,10 @@ def cheats(course_root: Path, port: int) -> dict[str, tuple[dict, list[str], dic
                                                       "return (logits[0, -1, correct_token] - logits[0, -1, wrong_token]).as_subclass(T)"},
                               [], ALL_ZERO),
         "forge the worker's answers": (STUBS, [forge], ALL_ZERO),
+        # 5 GB of torch.empty: the kernel would grant it untouched; the job's memory limit does not.
+        "an allocation past the memory limit": (
+            {**HONEST, "logit_diff": "big = torch.empty(5 << 30, dtype=torch.uint8)\n"
+                                     + body_of("logit_diff", HONEST["logit_diff"])}, [], {**ALL_ONE, "logit_diff": 0}),
         "an answer too big to send back": ({**HONEST, "logit_diff": "return torch.zeros(4_000_000)"}, [],
                                            {**ALL_ONE, "logit_diff": 0}),
         "a daemon left for the next submission": (
@@ -164,6 +168,9 @@ def test_the_cheat_library(autograder, course_root, answer_server):
     assert "returned a str, expected" in by_name["forge the worker's answers"]["logit_diff"].feedback
     assert "did not finish" in by_name["endless loop and crash cost their own exercises"]["next_token_prediction"].feedback
     assert "sent back more than 8 MB" in by_name["an answer too big to send back"]["logit_diff"].feedback
+    memory = by_name["an allocation past the memory limit"]["logit_diff"].feedback
+    assert "your function tried to allocate a tensor of 5.37 GB, more than the" in memory, memory
+    assert "GB of memory one call may use here" in memory and "`.mT` transposes the last two" in memory
     assert "crash" in by_name["endless loop and crash cost their own exercises"]["top_tokens_by_unembed_bias"].feedback
 
 

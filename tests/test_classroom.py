@@ -22,8 +22,8 @@ import pytest
 from nbgrader.api import Gradebook
 
 import circuitlab_graders as graders
-from circuitlab_graders.classroom import build, reference_body
-from circuitlab_graders.notebooks import REPO
+from circuitlab_graders.classroom import build
+from circuitlab_graders.notebooks import REPO, reference_body
 from circuitlab_graders.registry import EXERCISES
 from tests.submissions import CRASH, HANG, with_answers
 

@@ -109,6 +109,20 @@ def test_public_mode_stops_an_endless_loop(monkeypatch):
     assert "did not finish: stopped after 1.5 s" in result.feedback
 
 
+def test_the_public_head_by_position_check_sweeps_gpt2_small_once(gpt2_twin, gelu_twin):
+    """A learner's head x position sweep on gpt2-small is the slowest call of any public check:
+    there its properties share one call (the identical run); gelu-2l checks three runs."""
+    properties = EXERCISES["head_by_position_sweep"].properties
+    runs = {}
+    for key in ("gpt2-small", "gelu-2l"):
+        calls = [call for p in properties(grading_model(key)) for call in p.calls]
+        runs[key] = {(c["clean_prompt"], c["corrupt_prompt"], c["clean_answer"]) for c in calls}
+    assert len(runs["gpt2-small"]) == 1
+    ((clean, corrupt, _),) = runs["gpt2-small"]
+    assert clean == corrupt
+    assert len(runs["gelu-2l"]) == 3
+
+
 def test_graders_grade_works_without_solutions():
     """A student release: no `solutions` package. graders.grade and check run the public
     checks through the same engine, guard included."""

@@ -5,6 +5,7 @@ they were."""
 from __future__ import annotations
 
 import importlib
+import resource
 import sys
 import time
 
@@ -136,6 +137,38 @@ def test_slow_code_is_stopped_even_if_it_catches_exceptions(grader):
                 pass
 
     assert_failed_with(run(grader, "logit_diff", logit_diff), "stopped after")
+
+
+def test_an_allocation_past_the_memory_budget_fails_the_call_with_a_message(grader):
+    """Measured: `.T` for `.mT` in k_composition_scores asked for 21.7 GB on gpt2-small and the
+    OOM killer ended the process. Now the allocation raises inside the call: the case fails
+    with what happened and what to look for, the process lives, and the limit is put back.
+    5 GB of torch.empty needs the budget to fail (the kernel would grant it untouched); 64 GB
+    is more than the machine has."""
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    for size, shown in ((5 << 30, "5.37 GB"), (64 << 30, "68.7 GB")):
+        def logit_diff(logits, correct_token, wrong_token, size=size):
+            big = torch.empty(size, dtype=torch.uint8)
+            return (logits[0, -1, correct_token] - logits[0, -1, wrong_token]).item() + float(big[:0].sum())
+
+        result = run(grader, "logit_diff", logit_diff)
+        assert_failed_with(result, f"your function tried to allocate a tensor of {shown}, more than the 4.29 GB",
+                           "`.mT` transposes the last two", "in logit_diff: big = torch.empty(size, dtype=torch.uint8)")
+        assert result.score == 0.0
+        assert all("tried to allocate" in c.message for c in result.cases), [c.message for c in result.cases]
+        assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+def test_a_gpu_out_of_memory_is_described_as_the_gpus():
+    """On a GPU the budget (host address space) does not apply: torch raises its own
+    OutOfMemoryError, which the guard describes as the GPU's, not as the call's budget."""
+    from circuitlab_graders.guard.memory import describe_memory_error, is_memory_error
+
+    err = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.25 GiB. GPU 0 has a total capacity of 79 GiB")
+    assert is_memory_error(err) and not is_memory_error(ValueError("out of memory"))
+    message = describe_memory_error(err, 4 << 30)
+    assert message.startswith("your function tried to allocate 20.25 GiB on the GPU, more than it has free")
+    assert "4.29 GB" not in message
 
 
 def test_returning_none_is_named(grader):

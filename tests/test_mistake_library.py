@@ -178,6 +178,9 @@ LIBRARY = [
     ("k_composition_scores", "[receiver, sender]",
      lambda sender_ov, receiver_qk: (_fro(sender_ov[:, None] @ receiver_qk.mT[None])
                                      / (_fro(sender_ov)[:, None] * _fro(receiver_qk)[None])).T),
+    ("k_composition_scores", "`.T` on the stack (the chapter's QK_r.T, written for one matrix)",
+     lambda sender_ov, receiver_qk: _fro(sender_ov[:, None] @ receiver_qk.T[None])
+     / (_fro(sender_ov)[:, None] * _fro(receiver_qk.T)[None])),
     ("q_composition_scores", "QK transposed",
      lambda sender_ov, receiver_qk: _fro(sender_ov[:, None] @ receiver_qk.mT[None])
      / (_fro(sender_ov)[:, None] * _fro(receiver_qk)[None])),

@@ -3,6 +3,8 @@
 `Guard` wraps one call of a learner's function and composes the protections, each in
 its own module:
 
+* `memory`: a memory budget (an allocation past it raises in the call, instead of the
+  OOM killer ending the process);
 * `timer`: a time limit, by the clock or (in the one-thread sandbox, `cpu_time`) on CPU
   time (TimeLimitExceeded, which `except Exception` cannot swallow);
 * `output`: what the call prints is captured, and only its start kept;
@@ -23,7 +25,9 @@ from typing import Any, Optional
 
 import torch
 
+from circuitlab_graders import limits
 from circuitlab_graders.guard.course_code import CourseCode, Watch
+from circuitlab_graders.guard.memory import MemoryBudget
 from circuitlab_graders.guard.model_state import State
 from circuitlab_graders.guard.output import BoundedOutput
 from circuitlab_graders.guard.protected import Protected, Snapshot, walk_tensors
@@ -49,10 +53,12 @@ class Guard:
         *,
         content: bool = True,
         cpu_time: bool = False,
+        memory: Optional[int] = limits.CALL_MEMORY_BYTES,
     ) -> None:
         self.model = model
         self.protected = protected or Protected()
         self.timer = Timer(time_limit_s, cpu=cpu_time)  # CPU time where torch runs one thread (the sandbox)
+        self.memory = MemoryBudget(memory)  # bytes the call may add to the process's address space
         self.watch = Watch(course) if course is not None else None
         self.output = output if output is not None else BoundedOutput()  # may be shared by several calls
         self.content = content  # also verify the weights' content after the call (edits through `.data`)
@@ -74,11 +80,15 @@ class Guard:
         sys.stdout = sys.stderr = self.output
         if self.watch is not None:
             self.watch.__enter__()
+        self.memory.__enter__()
         self.timer.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self.timer.__exit__()
+        try:
+            self.timer.__exit__()
+        finally:
+            self.memory.__exit__()
         if self.watch is not None:
             self.watch.__exit__()
         sys.stdout, sys.stderr = self._streams

@@ -10,6 +10,8 @@ import os
 import resource
 from dataclasses import asdict, dataclass
 
+from circuitlab_graders import limits as grading_limits  # stdlib only, and always staged with this package
+
 MiB = 1 << 20
 
 
@@ -17,7 +19,8 @@ MiB = 1 << 20
 class Limits:
     # Address space a job may add to what the zygote already maps (RLIMIT_AS = the zygote's
     # size + this): the preloaded models are shared copy-on-write and must not count against it.
-    memory: int | None = 4096 * MiB
+    # The same number as a learner call's budget (graders.limits.CALL_MEMORY_BYTES).
+    memory: int | None = grading_limits.CALL_MEMORY_BYTES
     file_size: int | None = 64 * MiB  # RLIMIT_FSIZE: largest file a job may write
     open_files: int | None = 256  # RLIMIT_NOFILE
     # Processes alive at once in the sandbox besides bwrap's init and the zygote. The zygote

@@ -1,4 +1,8 @@
-"""What `Sandbox.run` reports: plain data built by the trusted parent, never by the sandbox."""
+"""What `Sandbox.run` reports: plain data built by the trusted parent, never by the sandbox.
+
+A job's outcome (did the sandboxed process answer?), not a learner call's: that is
+`circuitlab_graders.calls.Outcome`, carried inside an "ok" job's answer. The kinds both have mean the
+same and are spelled the same: "timed_out", "crashed"."""
 
 from __future__ import annotations
 

@@ -11,13 +11,14 @@ or an endless loop costs only what it reaches:
 * the cell runner (`cells`) executes the submission's code cells in order, answer cells'
   top-level code included, then forks one exercise runner per exercise;
 * an exercise runner (`exercise`) calls the learner's function on each of the
-  exercise's inputs under `circuitlab_graders.guard`, and sends the outcomes, encoded with
-  `circuitlab_graders.wire`, straight to the supervisor.
+  exercise's inputs with `circuitlab_graders.calls.Executor` (as the in-process engine does) under
+  `circuitlab_graders.calls.StopRule`, and sends the outcomes, encoded with `circuitlab_graders.wire`, straight
+  to the supervisor.
 
 Everything that comes back is untrusted data: the trusted grader decodes it with
 `circuitlab_graders.wire` (no pickle), compares with references it computed itself, and scores.
 Staged into the sandbox with: circuitlab_graders.worker, .calls, .inputs, .wire,
-circuitlab_graders.guard, circuitlab_graders.limits (this package imports nothing else from the graders).
+graders.guard, graders.limits (this package imports nothing else from graders).
 """
 
 STAGED = ("circuitlab_graders.worker", "circuitlab_graders.calls", "circuitlab_graders.inputs", "circuitlab_graders.wire", "circuitlab_graders.guard", "circuitlab_graders.limits")

@@ -75,7 +75,8 @@ def _grade(name: str, namespace: dict, graded: set[str], fd: int) -> None:
     graded.add(name)
     fn = namespace.get(name)
     if not callable(fn):
-        reports.send(fd, {"report": "exercise_failed", "name": name, "kind": "missing",
+        # A call would raise NameError: reported as a raised call, with what to do.
+        reports.send(fd, {"report": "exercise_failed", "name": name, "kind": "raised",
                           "message": f"`{name}` is not defined when it is checked: its cell must define a function "
                                      "of that name (did the cell raise an error?)"})
         return
@@ -110,7 +111,7 @@ def _wait(pid: int, exercise, fd: int) -> bool:
         time.sleep(0.01)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    reports.send(fd, {"report": "exercise_failed", "name": exercise.name, "kind": "timeout",
+    reports.send(fd, {"report": "exercise_failed", "name": exercise.name, "kind": "timed_out",
                       "message": f"did not finish within {exercise.deadline:.0f} s"})
     return False
 

@@ -6,41 +6,30 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from circuitlab_graders.calls import Outcome, guarded_call
-from circuitlab_graders.guard import BoundedOutput, Guard, Protected, Snapshot
+from circuitlab_graders.calls import Executor, Outcome, Snapshots, StopRule
 from circuitlab_graders.worker import preload, reports
 from circuitlab_graders.worker.plan import ExercisePlan
 
 
-TIMED_OUT = 3  # the exit code that says: answered, but a call ran out of time
+TIMED_OUT = 3  # the exit code that says: answered, but the stop rule stopped the calls (a time-out)
 
 
 def run(fn: Callable, exercise: ExercisePlan, fd: int) -> None:
     """Never returns."""
-    printed = BoundedOutput()
-    snapshots: dict[int, Snapshot] = {}
+    # Content checks (a sum of every weight and cached tensor per call) are for the notebook's
+    # shared model; here each exercise runs in a process of its own, so what a call edits reaches
+    # only the later calls of the same learner's exercise, and the trusted side's references never.
+    execute = Executor(fn, Snapshots(content=False), content=False, cpu_time=True)
+    stop = StopRule()
     answers: dict[str, dict] = {}
-    stopped = False
     for call in exercise.calls:
-        if stopped:  # after a time-out the rest would only wait too
-            answers[call.key] = {"kind": "not_run"}
-            continue
-        arguments = preload.ARGUMENTS[call.model]
-        args, shared = arguments.build(call.inputs)
-        for _, value, ref in shared:
-            if id(value) not in snapshots:
-                snapshots[id(value)] = Snapshot(value, lambda ref=ref, a=arguments: a.fresh_cache(ref), content=False)
-        protected = Protected([(path, snapshots[id(value)]) for path, value, _ in shared])
-        # Content checks (a sum of every weight and cached tensor per call) are for the notebook's
-        # shared model; here each exercise runs in a process of its own, so what a call edits reaches
-        # only the later calls of the same learner's exercise, and the trusted side's references never.
-        guard = Guard(preload.MODELS[call.model], protected, call.limit, None, printed, content=False, cpu_time=True)
-        reports.send(fd, {"report": "call", "name": exercise.name, "limit": call.limit})
-        outcome = guarded_call(fn, args, guard)
-        stopped = outcome.kind == "timeout"
-        answers[call.key] = encode(outcome)
-    reports.send(fd, {"report": "answers", "name": exercise.name, "calls": answers, "printed": printed.note()})
-    os._exit(TIMED_OUT if stopped else 0)
+        def make(call=call) -> Outcome:
+            reports.send(fd, {"report": "call", "name": exercise.name, "limit": call.limit})
+            return execute(preload.ARGUMENTS[call.model], call.inputs, call.limit)
+
+        answers[call.key] = encode(stop(make))
+    reports.send(fd, {"report": "answers", "name": exercise.name, "calls": answers, "printed": execute.printed.note()})
+    os._exit(TIMED_OUT if stop.stopped else 0)
 
 
 def encode(outcome: Outcome) -> dict[str, Any]:

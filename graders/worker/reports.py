@@ -7,8 +7,10 @@ on one pipe. Each record is a dict with a "report" kind:
 * {"report": "exercise", "name": ...}: about to run that exercise's calls;
 * {"report": "call", "name": ..., "limit": seconds}: about to make one of them;
 * {"report": "answers", "name": ..., "calls": {key: outcome}, "printed": note or None};
-* {"report": "exercise_failed", "name": ..., "kind": "missing" | "crashed" | "timeout", "message": ...};
+* {"report": "exercise_failed", "name": ..., "kind": one of FAILED, "message": ...};
 * {"report": "done"}.
+
+Outcome kinds are `circuitlab_graders.calls.KINDS`, spelled the same on both sides of the sandbox.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from circuitlab_graders import wire
 
 HEADER = struct.Struct("!Q")
 MAX_REPORT = 8 * 1024 * 1024  # an exercise's answers are kilobytes; more is not an answer
+# An exercise none of whose calls answered: the call kind each of its cases gets (the
+# function was not defined: "raised", as calling it would).
+FAILED = ("raised", "crashed", "timed_out")
 
 
 def send(fd: int, report: dict[str, Any]) -> None:

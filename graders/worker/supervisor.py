@@ -95,9 +95,9 @@ def _run_once(cells, checks, skip: set[int], exercises: dict, cell_errors: dict,
 def _unfinished(entry: dict) -> bool:
     """An exercise whose function did not finish (or crashed) when it was graded."""
     if "failed" in entry:
-        return entry["failed"] in ("timeout", "crashed")
+        return entry["failed"] in ("timed_out", "crashed")
     calls = entry.get("calls", {})
-    return isinstance(calls, dict) and any(isinstance(c, dict) and c.get("kind") == "timeout" for c in calls.values())
+    return isinstance(calls, dict) and any(isinstance(c, dict) and c.get("kind") == "timed_out" for c in calls.values())
 
 
 def _limit(where: tuple) -> float:
@@ -130,7 +130,7 @@ def _blame(where, skip: set[int], exercises: dict, cell_errors: dict, *, overran
         skip.add(where[1])
         cell_errors[where[1]] = f"this cell {what}; the notebook was run again without it"
     elif where[0] in ("exercise", "call") and where[1] not in exercises:
-        kind = "timeout" if overran and not too_big else "crashed"
+        kind = "timed_out" if overran and not too_big else "crashed"
         exercises[where[1]] = {"failed": kind, "message": f"your function {what}"}
     # Between two cells or exercises there is nothing to blame: the next runner tries again.
 

@@ -61,6 +61,13 @@ def _t(m: Tensor) -> Tensor:
     return m.transpose(-2, -1)
 
 
+def _stack_dot_t(sender_ov: Tensor, receiver_qk: Tensor) -> Tensor:
+    """The chapter's `QK_r.T` applied to the whole stack, as a learner writes it: `.T`
+    reverses all three dimensions, and the broadcast asks for n_senders * d_model**3
+    numbers (21.7 GB on gpt2-small: the call fails within its memory budget there)."""
+    return ref.composition_score(sender_ov[:, None], receiver_qk.T[None])
+
+
 def _dla_variant(model, cache, clean_answer, corrupt_answer, *, scale_at=-1, use_scale=True, answer_only=False,
                  every_position=False):
     good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
@@ -263,6 +270,10 @@ MISTAKES = {
                 lambda sender_ov, receiver_qk: _pairs(lambda ov, qk: (_t(ov), qk))(sender_ov, receiver_qk)),
         Mistake("returned [receiver, sender]", "Rows are sender heads, columns receiver heads.",
                 lambda sender_ov, receiver_qk: ref.k_composition_scores(sender_ov, receiver_qk).T),
+        Mistake("transposed the stack of receiver QKs with `.T`, which reverses every dimension",
+                "On [n_receivers, d_model, d_model], `receiver_qk.T` is [d_model, d_model, n_receivers]; "
+                "`receiver_qk.mT` (or `.transpose(-2, -1)`) transposes each matrix of the stack.",
+                _stack_dot_t),
     ),
     "q_composition_scores": (
         Mistake("transposed the receiver's QK (that is K-composition)",

@@ -23,14 +23,15 @@ def hook_names(model, kind: str) -> list[str]:
 
 
 def _run_with_gradients(model, tokens: Tensor, names: list[str], good: int, bad: int, pos: int,
-                        metric: str = "diff"):
+                        metric: str = "diff", detach_every: bool = False):
     """(logit difference at `pos`, activations, the gradients of `metric`) of one run.
     `metric`: "diff" (the logit difference at `pos`), "answer" (the clean answer's logit
-    alone) or "every_position" (the logit difference summed over all positions)."""
+    alone) or "every_position" (the logit difference summed over all positions).
+    `detach_every`: every hook returns a detached leaf, which cuts the graph there."""
     saved: dict[str, Tensor] = {}
 
     def save(activations, hook, name):
-        if not activations.requires_grad:  # frozen weights: make it a leaf, as the references do
+        if detach_every or not activations.requires_grad:  # frozen weights: make it a leaf, as the references do
             activations = activations.detach().requires_grad_(True)
         saved[name] = activations
         return activations
@@ -48,7 +49,7 @@ def estimate(
     model, clean_prompt: str, corrupt_prompt: str, clean_answer: str, corrupt_answer: str, *, kind: str,
     grad_on: str = "clean", direction: int = 1, pos: int = -1, add_baseline: bool = True,
     sum_features: bool = True, demo_direction: bool = False, metric: str = "diff", change: str = "difference",
-    final_position_only: bool = False,
+    final_position_only: bool = False, detach_every: bool = False,
 ) -> Tensor:
     """An attribution estimate in the layout of `kind` ("resid", "heads", "head_by_position").
 
@@ -59,15 +60,17 @@ def estimate(
     the corrupt one (corrupt logit difference + (clean − corrupt) · corrupt gradient);
     `metric` differentiates another metric (see `_run_with_gradients`); `change="corrupt"`
     multiplies the corrupt activation itself, not its difference from the clean one;
-    `final_position_only` ("heads") sums the final position only, not every position.
+    `final_position_only` ("heads") sums the final position only, not every position;
+    `detach_every` makes every hooked activation a detached leaf, so a hook's gradient
+    misses every path through the later hooks (for "resid" none is left: autograd raises).
     """
     names = hook_names(model, kind)
     good, bad = model.to_single_token(clean_answer), model.to_single_token(corrupt_answer)
     clean, corrupt = model.to_tokens(clean_prompt), model.to_tokens(corrupt_prompt)
     if demo_direction:
         clean, corrupt = corrupt, clean
-    diff, clean_acts, clean_grads = _run_with_gradients(model, clean, names, good, bad, pos, metric)
-    _, corrupt_acts, corrupt_grads = _run_with_gradients(model, corrupt, names, good, bad, pos, metric)
+    diff, clean_acts, clean_grads = _run_with_gradients(model, clean, names, good, bad, pos, metric, detach_every)
+    _, corrupt_acts, corrupt_grads = _run_with_gradients(model, corrupt, names, good, bad, pos, metric, detach_every)
     grads = clean_grads if grad_on == "clean" else corrupt_grads
     products = [direction * (c if change == "corrupt" else c - a) * g
                 for a, c, g in zip(clean_acts, corrupt_acts, grads)]
@@ -141,6 +144,17 @@ def _common_mistakes(kind: str, axis: str) -> tuple[Mistake, ...]:
     )
 
 
+# Every hook returning `activations.detach().requires_grad_()`: each hook starts a new graph.
+# The heads' estimates lose every path through a later layer's heads (composition); the
+# residual stream's earlier rows lose all of theirs, and autograd raises (graders.calls
+# names that error: _EXCEPTION_ADVICE).
+_DETACHED_EVERY_HOOK = (
+    "detached every hooked activation (`.detach().requires_grad_()` in each hook), so no gradient flows back "
+    "through a later hook",
+    "Keep the activation each hook sees and return it unchanged: the bridge's weights require grad, so it is already "
+    "in the graph, and the gradient at an early head must include its paths through the later layers' heads.")
+
+
 MISTAKES = {
     "attribution_patching_resid": _common_mistakes("resid", "d_model") + (
         Mistake("used hook_resid_pre for every row",
@@ -155,6 +169,7 @@ MISTAKES = {
                 "d_head.", _knob("heads", final_position_only=True)),
         Mistake("returned the result as [head, layer]", "Rows are layers, columns are heads: [n_layers, n_heads].",
                 _reshaped("attribution_patching_heads", lambda r, m: r.T)),
+        Mistake(*_DETACHED_EVERY_HOOK, _knob("heads", detach_every=True)),
     ),
     "attribution_patching_head_by_position": _common_mistakes("head_by_position", "d_head") + (
         Mistake("ordered the rows head * n_layers + layer",
@@ -164,5 +179,6 @@ MISTAKES = {
         Mistake("returned the result as [position, layer·head]",
                 "Rows are layer·head (n_layers * n_heads of them), columns are positions.",
                 _reshaped("attribution_patching_head_by_position", lambda r, m: r.T)),
+        Mistake(*_DETACHED_EVERY_HOOK, _knob("head_by_position", detach_every=True)),
     ),
 }
