@@ -66,8 +66,8 @@ def test_pyproject_lists_every_directory_the_wheel_needs():
 
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     installed_as = {folder: name for name, folder in setuptools["package-dir"].items()}
-    assert installed_as == {"chapters": "circuitlab.chapters", "circuitlab_graders": "circuitlab_graders",
-                            "circuitlab_solutions": "circuitlab_solutions"}
+    assert installed_as == {"chapters": "circuitlab.chapters", "graders": "circuitlab_graders",
+                            "solutions": "circuitlab_solutions"}
     with_files = {
         ".".join((installed_as.get(path.relative_to(REPO).parts[0], path.relative_to(REPO).parts[0]),
                   *path.parent.relative_to(REPO).parts[1:]))

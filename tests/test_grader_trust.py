@@ -23,6 +23,8 @@ from circuitlab_graders.registry import EXERCISES
 from tests import tutorial_loops
 from tests.honest import honest_copy, readable_reference
 
+SPREAD_ACROSS_WORKERS = True  # independent gradings, several of them minutes long: one worker for all was too long
+
 
 def fresh_grader(models=None) -> Grader:
     return Grader(models, attempts=Attempts())
@@ -237,26 +239,29 @@ def test_an_exercise_found_through_gc_scores_zero():
 
     result = graders.grade("logit_diff", logit_diff)
     assert not result.passed and result.score == 0.0
-    assert "Scored zero" in result.feedback and "(runs graders/declare.py:reference_fn)" in result.feedback
+    assert "Scored zero" in result.feedback and "(runs circuitlab_graders/declare.py:reference_fn)" in result.feedback
 
 
 def test_detection_holds_through_a_symlinked_checkout(tmp_path):
-    """The course imported through a symlink: co_filename is the link's path."""
-    link = tmp_path / "course-link"
-    link.symlink_to(REPO, target_is_directory=True)
+    """The course imported through symlinks: co_filename is the link's path."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for name, folder in (("circuitlab", "circuitlab"), ("circuitlab_graders", "graders"),
+                         ("circuitlab_solutions", "solutions")):
+        (site / name).symlink_to(REPO / folder, target_is_directory=True)
     script = f"""
 import sys
-sys.path.insert(0, {str(link)!r})
+sys.path.insert(0, {str(site)!r})
 import importlib, torch
 import circuitlab_graders as graders
-assert graders.__file__.startswith({str(link)!r}), graders.__file__
+assert graders.__file__.startswith({str(site)!r}), graders.__file__
 def logit_diff(logits, correct_token, wrong_token):
-    module = importlib.import_module("".join(["solu", "tions.ch00_setup"]))
+    module = importlib.import_module("".join(["circuitlab_solu", "tions.ch00_setup"]))
     return module.logit_diff(logits, correct_token, wrong_token)
 r = graders.grade("logit_diff", logit_diff)
-print("RESULT", r.passed, r.score, "runs solutions/ch00_setup.py:logit_diff" in r.feedback)
+print("RESULT", r.passed, r.score, "runs circuitlab_solutions/ch00_setup.py:logit_diff" in r.feedback)
 """
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(link)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(site)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -271,13 +276,14 @@ def test_a_learner_thread_running_the_reference_is_caught():
 
         out = []
         worker = threading.Thread(target=lambda: out.append(
-            import_module("".join(["solu", "tions.ch00_setup"])).logit_diff(logits, correct_token, wrong_token)))
+            import_module("".join(["circuitlab_solu", "tions.ch00_setup"])).logit_diff(logits, correct_token,
+                                                                                      wrong_token)))
         worker.start()
         worker.join()
         return out[0]
 
     result = graders.grade("logit_diff", logit_diff)
-    assert not result.passed and "runs solutions/ch00_setup.py:logit_diff" in result.feedback
+    assert not result.passed and "runs circuitlab_solutions/ch00_setup.py:logit_diff" in result.feedback
 
 
 # ------------------------------------------------------------------ hooks the libraries add are not the learner's

@@ -406,7 +406,7 @@ def test_importing_the_solution_scores_zero(grader):
         return answer(logits, correct_token, wrong_token)
 
     result = run(grader, "logit_diff", logit_diff)
-    assert_failed_with(result, "Scored zero", "imports solutions.ch00_setup")
+    assert_failed_with(result, "Scored zero", "imports circuitlab_solutions.ch00_setup")
     assert result.score == 0.0
 
 
@@ -428,7 +428,7 @@ def test_using_an_imported_solutions_module_scores_zero(grader):
     def logit_diff(logits, correct_token, wrong_token):
         return reference_module.logit_diff(logits, correct_token, wrong_token)
 
-    assert_failed_with(run(grader, "logit_diff", logit_diff), "Scored zero", "uses reference_module from solutions")
+    assert_failed_with(run(grader, "logit_diff", logit_diff), "Scored zero", "uses reference_module from circuitlab_solutions")
 
 
 def test_reading_the_graders_registry_scores_zero(grader):
@@ -437,16 +437,16 @@ def test_reading_the_graders_registry_scores_zero(grader):
 
         return graders.registry.EXERCISES["logit_diff"].reference_fn()(logits, correct_token, wrong_token)
 
-    assert_failed_with(run(grader, "logit_diff", logit_diff), "Scored zero", "imports graders.registry")
+    assert_failed_with(run(grader, "logit_diff", logit_diff), "Scored zero", "imports circuitlab_graders.registry")
 
 
 def test_hidden_import_of_the_solution_is_caught_when_it_runs(grader):
     def logit_diff(logits, correct_token, wrong_token):
-        module = importlib.import_module("".join(["solu", "tions.ch00", "_setup"]))
+        module = importlib.import_module("".join(["circuitlab_solu", "tions.ch00", "_setup"]))
         return getattr(module, "logit" + "_diff")(logits, correct_token, wrong_token)
 
     result = run(grader, "logit_diff", logit_diff)
-    assert_failed_with(result, "Scored zero", "runs solutions/ch00_setup.py:logit_diff")
+    assert_failed_with(result, "Scored zero", "runs circuitlab_solutions/ch00_setup.py:logit_diff")
     assert result.score == 0.0
 
 

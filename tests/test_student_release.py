@@ -113,7 +113,7 @@ def test_right_passes_and_wrong_fails_there(release, tmp_path):
     (packages / "release.pth").write_text(str(installed) + "\n")
     learner = tmp_path / "learner"
     learner.mkdir()
-    for name in ("circuitlab_solutions.py", "circuitlab_graders.py"):
+    for name in ("solutions.py", "graders.py"):
         (learner / name).write_text(f"raise SystemExit('the learner\\'s {name} was imported')\n")
     script = textwrap.dedent("""
         import importlib.util, json, torch
