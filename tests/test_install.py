@@ -85,8 +85,11 @@ def test_the_wheel_and_the_sdist_carry_the_course(installed):
     wheel = zipfile.ZipFile(installed.wheel)
     names = set(wheel.namelist())
     assert {f"circuitlab/chapters/{n}" for n in chapters} <= names
-    assert {"graders/templates/offline/index.html.j2", "graders/templates/offline/conf.json",
-            "circuitlab/data/circuitlab-2l.pt", "circuitlab/sweeps/exact.py", "solutions/ch00_setup.py"} <= names
+    assert {"circuitlab_graders/templates/offline/index.html.j2", "circuitlab_graders/templates/offline/conf.json",
+            "circuitlab/data/circuitlab-2l.pt", "circuitlab/sweeps/exact.py", "circuitlab_solutions/ch00_setup.py"} <= names
+    # no generic top-level import name: a learner's own solutions.py or graders/ would shadow it
+    assert {n.split("/")[0] for n in names if "/" in n and ".dist-info/" not in n} == {
+        "circuitlab", "circuitlab_graders", "circuitlab_solutions"}
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "circuitlab = circuitlab.cli:main" in wheel.read(entry_points).decode()
     sdist = {n.split("/", 1)[1] for n in tarfile.open(installed.sdist).getnames() if "/" in n}
