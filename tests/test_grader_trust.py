@@ -111,10 +111,11 @@ def test_public_mode_stops_an_endless_loop(monkeypatch):
     assert "did not finish: stopped after 1.5 s" in result.feedback
 
 
-def test_the_public_head_by_position_check_sweeps_gpt2_small_once(gpt2_twin, gelu_twin):
-    """A learner's head x position sweep on gpt2-small is the slowest call of any public check:
-    there its properties share one call (the identical run); gelu-2l checks three runs."""
-    properties = EXERCISES["head_by_position_sweep"].properties
+@pytest.mark.parametrize("name", ["head_patching_sweep", "head_by_position_sweep"])
+def test_the_public_head_sweep_checks_sweep_gpt2_small_once(name, gpt2_twin, gelu_twin):
+    """A learner's head sweep on gpt2-small is the slowest call of a public check: there its
+    properties share one call (the identical run); gelu-2l checks three runs."""
+    properties = EXERCISES[name].properties
     runs = {}
     for key in ("gpt2-small", "gelu-2l"):
         calls = [call for p in properties(grading_model(key)) for call in p.calls]
