@@ -108,13 +108,13 @@ def _sweep_properties(shape_of: Callable[[int, int, int], tuple]) -> Callable[[G
         shape = shape_of(model.cfg.n_layers, model.cfg.n_heads, model.to_tokens(pair.clean_prompt).shape[1])
         form = kit.tensor_of(shape)
         baseline = torch.full(shape, pair.logit_diff(model, pair.clean_prompt))
-        small = gm.key != kit.SLOW_MODEL
+        fast_model = gm.key != kit.SLOW_MODEL
         properties = [
-            kit.has_form(f"shape {list(shape)}, finite floats", args if small else kit.identical_run(args), form),
+            kit.has_form(f"shape {list(shape)}, finite floats", args if fast_model else kit.identical_run(args), form),
             kit.equals("patching from an identical run changes nothing", (kit.identical_run(args),), form, baseline,
                        "with corrupt_prompt = clean_prompt every entry must be the clean logit diff", atol=1e-3),
         ]
-        if small:
+        if fast_model:
             properties.append(kit.sign_flip(args, kit.swapped_answers(args), form, "sweep with answers swapped",
                                             label="swapping the two answers flips the sign", atol=1e-3))
         return properties
